@@ -1,0 +1,79 @@
+"""Recipe arguments: dataclasses parsed by `HfArgumentParser` from an optional YAML file and flags.
+
+YAML keys are exactly the dataclass field names; flags given after the YAML file override it. Hardware
+(processes, mixed precision, FSDP/DeepSpeed) lives only in `accelerate_configs/`, never here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from transformers import HfArgumentParser
+
+
+@dataclass
+class TrainingArguments:
+    """Optimisation, checkpointing and logging settings shared by every recipe."""
+
+    output_dir: str = field(default="runs/datacube", metadata={"help": "Where the model, card, plots, logs and checkpoints go."})
+    seed: int = field(default=0, metadata={"help": "Seed for weights, dropout and the data order."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate after warmup."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW decay; never applied to biases and norms."})
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of the optimizer steps spent in linear warmup."})
+    num_epochs: int = field(default=6, metadata={"help": "Passes over the training windows (ignored when max_steps > 0)."})
+    max_steps: int = field(default=0, metadata={"help": "Optimizer steps to run; 0 = from num_epochs and the data size."})
+    per_device_batch_size: int = field(default=8, metadata={"help": "Windows per process per micro-batch."})
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the global gradient norm (0 = no clipping)."})
+    ema_decay: float = field(default=0.995, metadata={"help": "EMA decay (0 = no EMA). Evaluation and the saved model use the EMA weights."})
+    checkpoint_every: int = field(default=50, metadata={"help": "Optimizer steps between checkpoints."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Step checkpoints kept besides `best`."})
+    eval_every: int = field(default=50, metadata={"help": "Optimizer steps between validation passes (0 = each epoch end only)."})
+    early_stopping_patience: int = field(default=0, metadata={"help": "Stop after this many validations without improvement (0 = never)."})
+    log_every: int = field(default=10, metadata={"help": "Optimizer steps between tracker logs."})
+    report_to: str = field(default="tensorboard", metadata={"help": "Comma list of trackers: tensorboard, wandb (offline works), or none."})
+    resume: str = field(default="auto", metadata={"help": "'auto' resumes from the last checkpoint in output_dir if any; a path; or 'none'."})
+    max_nonfinite_steps: int = field(default=5, metadata={"help": "Consecutive non-finite steps tolerated before the run stops."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
+
+
+def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """Parse `[config.yaml] [--key value ...]` into instances of `dataclass_types`.
+
+    The YAML file gives defaults; flags override them. An unknown YAML key or flag is an error that names
+    it and lists the valid ones (HfArgumentParser alone would ignore unknown YAML keys only when asked).
+    """
+    argv = list(argv or [])
+    parser = HfArgumentParser(list(dataclass_types))
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        path = Path(argv.pop(0))
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a mapping of field names in {path}, found {type(values).__name__}")
+        known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown} in {path}; valid keys: {sorted(known)}")
+        parser.set_defaults(**{k: json.dumps(v) if isinstance(v, dict) else v for k, v in values.items()})
+    *outputs, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True, look_for_args_file=False)
+    if remaining:
+        raise ValueError(f"unknown arguments {remaining}; run with --help for the valid ones")
+    return tuple(outputs)
+
+
+def resolved_config(*instances: Any) -> dict[str, Any]:
+    """The resolved configuration as plain JSON-serialisable values, for trackers and the run directory."""
+    out: dict[str, Any] = {}
+    for obj in instances:
+        out.update(dataclasses.asdict(obj))
+    return json.loads(json.dumps(out, default=str))

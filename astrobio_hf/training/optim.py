@@ -1,0 +1,57 @@
+"""Parameter groups and the optimizer."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+_NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm3d)
+
+
+def parameter_groups(
+    model: nn.Module, weight_decay: float, lr_multipliers: dict[str, float] | None = None
+) -> list[dict]:
+    """Split trainable parameters into groups: weight decay on weights only, none on biases and norms.
+
+    `lr_multipliers` maps a module-name prefix (e.g. ``"physics"``) to a factor on the learning rate of
+    the parameters under it; the longest matching prefix wins. Each group carries `lr_scale`, which
+    `create_optimizer` turns into its learning rate.
+    """
+    lr_multipliers = lr_multipliers or {}
+    no_decay: set[str] = set()
+    for module_name, module in model.named_modules():
+        for param_name, _ in module.named_parameters(recurse=False):
+            full = f"{module_name}.{param_name}" if module_name else param_name
+            if isinstance(module, _NORM_TYPES) or param_name.endswith("bias") or "norm" in module_name.split(".")[-1]:
+                no_decay.add(full)
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        matches = [p for p in lr_multipliers if name.startswith(p)]
+        scale = lr_multipliers[max(matches, key=len)] if matches else 1.0
+        groups.setdefault((name in no_decay, scale), []).append(param)
+    return [
+        {"params": params, "weight_decay": 0.0 if is_no_decay else weight_decay, "lr_scale": scale}
+        for (is_no_decay, scale), params in groups.items()
+    ]
+
+
+def create_optimizer(
+    model: nn.Module,
+    learning_rate: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    lr_multipliers: dict[str, float] | None = None,
+) -> torch.optim.AdamW:
+    """AdamW over `parameter_groups`, fused where every parameter's device supports it (CUDA, and CPU on
+    recent torch), else the foreach implementation."""
+    groups = parameter_groups(model, weight_decay, lr_multipliers)
+    for group in groups:
+        group["lr"] = learning_rate * group.pop("lr_scale")
+    devices = {p.device.type for g in groups for p in g["params"]}
+    fused_ok = "fused" in inspect.signature(torch.optim.AdamW).parameters and devices <= {"cuda", "cpu"}
+    fused_ok = fused_ok and all(p.dtype.is_floating_point for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=True if fused_ok else None)

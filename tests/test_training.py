@@ -1,0 +1,189 @@
+"""Unit tests of the shared training core: arguments, parameter groups, schedule, checkpoints, EMA, guard."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from accelerate import Accelerator
+from torch import nn
+from transformers import get_cosine_schedule_with_warmup
+
+from astrobio_hf.training import (
+    CheckpointManager,
+    NonFiniteGuard,
+    NonFiniteLossError,
+    TrainingArguments,
+    TrainingState,
+    create_ema,
+    create_optimizer,
+    ema_weights,
+    parameter_groups,
+    parse_recipe_args,
+)
+from astrobio_hf.training.tracking import model_summary
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(2, 4, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 4)
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x):
+        h = self.norm(self.conv(x)).mean(dim=(2, 3, 4))
+        return self.head(h).squeeze(-1)
+
+
+@dataclass
+class ExtraArgs:
+    context_steps: int = 4
+    physics_weights: str = "{}"
+
+
+def test_parse_recipe_args_yaml_then_flags(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("learning_rate: 0.01\ncontext_steps: 2\nphysics_weights: {hydrostatic: 0.5}\n")
+    extra, train = parse_recipe_args((ExtraArgs, TrainingArguments), [str(cfg), "--learning_rate", "0.02"])
+    assert train.learning_rate == 0.02  # flag overrides the file
+    assert extra.context_steps == 2  # from the file
+    assert json.loads(extra.physics_weights) == {"hydrostatic": 0.5}
+
+
+def test_parse_recipe_args_rejects_unknown_keys(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("learning_rat: 0.01\n")
+    with pytest.raises(ValueError, match="unknown keys \\['learning_rat'\\]"):
+        parse_recipe_args((ExtraArgs, TrainingArguments), [str(cfg)])
+    with pytest.raises(ValueError, match="unknown arguments"):
+        parse_recipe_args((ExtraArgs, TrainingArguments), ["--no_such_flag", "1"])
+
+
+def test_parameter_groups_no_decay_on_bias_and_norm():
+    model = Tiny()
+    groups = parameter_groups(model, weight_decay=0.1, lr_multipliers={"head": 0.5})
+    by_id = {id(p): g for g in groups for p in g["params"]}
+    assert by_id[id(model.conv.weight)]["weight_decay"] == 0.1
+    assert by_id[id(model.conv.bias)]["weight_decay"] == 0.0
+    assert by_id[id(model.norm.weight)]["weight_decay"] == 0.0
+    assert by_id[id(model.head.weight)]["lr_scale"] == 0.5
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    opt = create_optimizer(model, 1e-3, 0.1, lr_multipliers={"head": 0.5})
+    lrs = sorted({g["lr"] for g in opt.param_groups})
+    assert lrs == [5e-4, 1e-3]
+
+
+def test_cosine_schedule_per_optimizer_step():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = get_cosine_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.0 and lrs[1] == 0.5 and lrs[2] == 1.0
+    assert lrs[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
+
+
+def _accelerator(tmp_path):
+    return Accelerator(cpu=True)
+
+
+def test_checkpoint_rotation_best_and_resume(tmp_path):
+    acc = _accelerator(tmp_path)
+    model = Tiny()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model, opt = acc.prepare(model, opt)
+    state = TrainingState()
+    acc.register_for_checkpointing(state)
+    manager = CheckpointManager(acc, tmp_path, keep=2)
+    x = torch.randn(2, 2, 3, 3, 3)
+    for step in range(1, 6):
+        loss = model(x).pow(2).mean()
+        acc.backward(loss)
+        opt.step()
+        opt.zero_grad()
+        state.global_step = step
+        manager.save(step, metric=1.0 / step, is_best=(step == 2))
+    names = [p.name for p in manager.complete_checkpoints()]
+    assert names == ["step-00000002", "step-00000004", "step-00000005"]  # 2 kept as best, newest 2 kept
+    assert manager.best().name == "step-00000002"
+    assert manager.last().name == "step-00000005"
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    state.global_step = 99
+    manager.load(manager.resolve_resume("auto"))
+    assert state.global_step == 5
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, saved[k])
+
+
+def test_crash_while_writing_checkpoint_keeps_previous(tmp_path, monkeypatch):
+    acc = _accelerator(tmp_path)
+    model = acc.prepare(Tiny())
+    state = TrainingState(global_step=1)
+    acc.register_for_checkpointing(state)
+    manager = CheckpointManager(acc, tmp_path, keep=2)
+    manager.save(1)
+
+    real_save_state = acc.save_state
+
+    def crashing_save_state(path, **kw):
+        real_save_state(path, **kw)  # files are written ...
+        raise OSError("disk full")  # ... and the process dies before the checkpoint is complete
+
+    monkeypatch.setattr(acc, "save_state", crashing_save_state)
+    state.global_step = 2
+    with pytest.raises(OSError, match="disk full"):
+        manager.save(2)
+    monkeypatch.undo()
+    assert (tmp_path / "checkpoints" / ".tmp-step-00000002").is_dir()  # the half-written folder
+    last = manager.resolve_resume("auto")
+    assert last.name == "step-00000001"
+    state.global_step = 7
+    manager.load(last)
+    assert state.global_step == 1
+    with pytest.raises(FileNotFoundError, match="complete checkpoint"):
+        manager.resolve_resume(str(tmp_path / "checkpoints" / ".tmp-step-00000002"))
+
+
+def test_ema_weights_swap_and_restore():
+    model = Tiny()
+    ema = create_ema(model, decay=0.5, use_warmup=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    original = model.conv.weight.detach().clone()
+    ema.step(params)  # diffusers: the first update copies (decay 0)
+    with torch.no_grad():
+        model.conv.weight.add_(2.0)
+    ema.step(params)
+    d = ema.cur_decay_value
+    assert 0 < d <= 0.5
+    with ema_weights(ema, model):
+        torch.testing.assert_close(model.conv.weight, d * original + (1 - d) * (original + 2.0))
+    torch.testing.assert_close(model.conv.weight, original + 2.0)  # training weights come back
+    assert create_ema(model, decay=0.0) is None
+
+
+def test_nonfinite_guard_skips_then_stops():
+    acc = Accelerator(cpu=True)
+    guard = NonFiniteGuard(acc, max_consecutive=2)
+    assert guard.check(torch.tensor(1.0), torch.tensor(3.0))
+    assert not guard.check(torch.tensor(float("nan")), torch.tensor(1.0))
+    assert guard.check(torch.tensor(1.0), 2.0)  # a good step resets the count
+    assert not guard.check(torch.tensor(1.0), torch.tensor(float("inf")))
+    with pytest.raises(NonFiniteLossError, match="2 consecutive non-finite steps"):
+        guard.check(torch.tensor(float("inf")), None)
+    assert guard.total == 3
+
+
+def test_model_summary_counts_parameters():
+    text = model_summary(Tiny())
+    total = sum(p.numel() for p in Tiny().parameters())
+    assert f"{total:,} / {total:,}" in text
+    assert "conv" in text and "head" in text
