@@ -1,0 +1,29 @@
+"""astrobio-hf: a Hugging Face-ecosystem training stack for astrobiology models.
+
+Importing the package imports the model families and registers them with the transformers Auto classes; nothing
+else happens at import. Other sub-packages (`astrobio_hf.physics`, `.data`, `.training`, `.metrics`, `.diffusion`,
+`.hub`) are imported by path.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .models.datacube_unet import (
+    DatacubeForecastOutput,
+    DatacubeUNetConfig,
+    DatacubeUNetForForecast,
+    DatacubeUNetModel,
+)
+
+
+__version__ = "0.1.0"
+
+AutoConfig.register("datacube_unet", DatacubeUNetConfig, exist_ok=True)
+AutoModel.register(DatacubeUNetConfig, DatacubeUNetForForecast, exist_ok=True)
+
+__all__ = [
+    "DatacubeForecastOutput",
+    "DatacubeUNetConfig",
+    "DatacubeUNetForForecast",
+    "DatacubeUNetModel",
+    "__version__",
+]

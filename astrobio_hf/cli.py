@@ -1,0 +1,94 @@
+"""`astrobio-hf`: one entry point for data preparation and training.
+
+    astrobio-hf data synth --output DIR [--n-planets N] [--seed S] [...]
+    astrobio-hf data ingest INPUT.nc [more.nc ...] --output DIR [--variables a,b,c]
+    astrobio-hf data inspect DIR
+    astrobio-hf train datacube [config.yaml] [--key value ...]   # same code as recipes/train_datacube.py
+
+Thin by design: it parses, then calls the same functions the recipes and tests call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+FAMILIES = {"datacube": "astrobio_hf.recipes.train_datacube"}
+
+
+def _data_parser(sub) -> None:
+    data = sub.add_parser("data", help="build, convert or inspect datacube shards")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+
+    synth = dsub.add_parser("synth", help="synthesise a physically consistent planet ensemble")
+    synth.add_argument("--output", required=True, help="output directory (shards + schema.json)")
+    synth.add_argument("--n-planets", type=int, default=24)
+    synth.add_argument("--n-climate-steps", type=int, default=24)
+    synth.add_argument("--n-geological-steps", type=int, default=2)
+    synth.add_argument("--n-levels", type=int, default=6)
+    synth.add_argument("--n-lat", type=int, default=16)
+    synth.add_argument("--n-lon", type=int, default=32)
+    synth.add_argument("--seed", type=int, default=0)
+
+    ingest = dsub.add_parser("ingest", help="convert CF NetCDF files into shards")
+    ingest.add_argument("inputs", nargs="+", help="NetCDF files readable by xarray")
+    ingest.add_argument("--output", required=True)
+    ingest.add_argument("--variables", default=None, help="comma-separated NetCDF variable names (default: all data variables)")
+
+    inspect = dsub.add_parser("inspect", help="print the schema and per-variable statistics")
+    inspect.add_argument("data_dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="astrobio-hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _data_parser(sub)
+    train = sub.add_parser("train", help="train a model family (same code as recipes/train_<family>.py)")
+    train.add_argument("family", choices=sorted(FAMILIES))
+    train.add_argument("recipe_args", nargs=argparse.REMAINDER, help="[config.yaml] [--key value ...]")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+
+    if args.command == "data":
+        if args.data_command == "synth":
+            from astrobio_hf.data.synth import synthesize_planets
+
+            schema = synthesize_planets(
+                args.output,
+                n_planets=args.n_planets,
+                n_climate_steps=args.n_climate_steps,
+                n_geological_steps=args.n_geological_steps,
+                n_levels=args.n_levels,
+                n_lat=args.n_lat,
+                n_lon=args.n_lon,
+                seed=args.seed,
+            )
+            print(f"wrote {args.output}: {schema.num_variables} variables {schema.variable_names}, cube {schema.cube_shape}")
+        elif args.data_command == "ingest":
+            from astrobio_hf.data.ingest import ingest_netcdf
+
+            variables = [v.strip() for v in args.variables.split(",")] if args.variables else None
+            schema = ingest_netcdf(args.inputs, args.output, variables=variables)
+            print(f"wrote {args.output}: {schema.num_variables} variables {schema.variable_names}, cube {schema.cube_shape}")
+        elif args.data_command == "inspect":
+            from astrobio_hf.data.inspect import describe_dataset
+
+            print(describe_dataset(args.data_dir))
+        return 0
+
+    if args.command == "train":
+        import importlib
+
+        recipe = importlib.import_module(FAMILIES[args.family])
+        recipe.main(list(args.recipe_args))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,475 @@
+"""Convert gridded NetCDF output of a climate model (CF conventions, read with xarray) into Parquet shards.
+
+What :func:`ingest_netcdf` does, in order:
+
+1. Opens every file with xarray (``netCDF4`` or ``h5netcdf`` engine, whichever xarray picks) and
+   **concatenates the files along the climate-time dimension**, in the order given. The files must hold
+   the same variables on the same grid (the usual layout of model output: one file per year or decade);
+   the concatenated time coordinate must be strictly increasing. Files with different variables are not
+   merged: ingest them separately, or merge them with xarray first.
+2. Recognises the dimensions of the chosen variables from CF metadata (``axis``, ``standard_name``,
+   ``units``, ``positive``) and common names: climate time (``time``, ``t``, ...), latitude
+   (``lat``, ``latitude``, ...), longitude (``lon``, ``longitude``, ...), level (``level``, ``lev``,
+   ``plev``, ``pressure``, ``height``, ``altitude``, ``model_level_number``, ...) and, optionally, a
+   geological-time dimension (``geological_time``, ``geo_time`` or ``geological_time_dim=``). Any other
+   dimension is an error. An axis a variable does not have becomes size 1.
+3. Maps CF standard names to the canonical short names (``air_temperature`` -> ``T``, ``air_pressure``
+   -> ``p``, ``eastward_wind`` -> ``u``, ``northward_wind`` -> ``v``, ``specific_humidity`` -> ``q``,
+   ``air_density`` -> ``rho``, ``geopotential_height`` -> ``z``); other variables keep their NetCDF name.
+4. Converts every variable to SI with :func:`astrobio_hf.physics.units.to_si` (temperatures to K, ...).
+   A variable without a ``units`` attribute, or with a unit pint does not know, is an error.
+5. Orders the grid: latitude ascending (data flipped with it), longitude wrapped to [0, 360) and sorted
+   ascending (data rolled with it), height levels ascending from the surface, pressure levels from the
+   surface up (decreasing pressure). Nothing is dropped: duplicate longitudes after wrapping or a
+   non-monotonic coordinate are errors.
+6. Refuses non-finite values (NaN from ``_FillValue``/masks, Inf) with a ``ValueError`` naming the
+   variable and the count; nothing is filled.
+7. Splits the one planet by contiguous blocks of climate time (default 70/15/15 % ->
+   train/validation/test, the split names synth and the recipes use), each block one
+   :class:`~astrobio_hf.data.schema.Series` with its own segment index (blocks may be cut further into segments of at most ``segment_steps`` steps), and writes them with
+   :func:`~astrobio_hf.data.schema.write_dataset` (``split_by="time_block"``).
+
+Planet constants are keyword arguments with Earth defaults; they are also stored as the planet
+parameters (``gravity``, ``gas_constant``, ``heat_capacity``, ``planet_radius``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..physics.units import to_si
+from .schema import DatasetSchema, Series, write_dataset
+
+logger = logging.getLogger(__name__)
+
+#: CF standard name -> canonical short name.
+CF_STANDARD_NAMES = {
+    "air_temperature": "T",
+    "air_pressure": "p",
+    "eastward_wind": "u",
+    "northward_wind": "v",
+    "specific_humidity": "q",
+    "air_density": "rho",
+    "geopotential_height": "z",
+}
+
+EARTH_CONSTANTS = {"gravity": 9.80665, "gas_constant": 287.05, "heat_capacity": 1004.6, "planet_radius": 6.371e6}
+PLANET_PARAM_UNITS = {"gravity": "m s-2", "gas_constant": "J kg-1 K-1", "heat_capacity": "J kg-1 K-1", "planet_radius": "m"}
+
+_TIME_NAMES = {"time", "t", "times", "month", "months", "year", "years", "day", "days", "climate_time"}
+_LAT_NAMES = {"lat", "latitude", "lats", "nav_lat", "xlat", "lat_0"}
+_LON_NAMES = {"lon", "longitude", "lons", "long", "nav_lon", "xlon", "lon_0"}
+_LEVEL_NAMES = {
+    "level", "lev", "levels", "plev", "pressure", "pres", "isobaric", "pfull", "phalf", "height", "altitude",
+    "alt", "z", "depth", "model_level_number", "model_level", "hybrid", "sigma", "ilev", "bottom_top",
+}
+_LEVEL_STANDARD_NAMES = {
+    "air_pressure", "height", "altitude", "model_level_number", "atmosphere_hybrid_height_coordinate",
+    "atmosphere_hybrid_sigma_pressure_coordinate", "atmosphere_sigma_coordinate", "geopotential_height",
+    "atmosphere_ln_pressure_coordinate", "height_above_reference_ellipsoid",
+}
+_GEO_NAMES = {"geological_time", "geo_time", "geologic_time", "gtime", "tg"}
+_LAT_UNITS = {"degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn"}
+_LON_UNITS = {"degrees_east", "degree_east", "degree_e", "degrees_e", "degreee", "degreese"}
+_ROTATED = {"grid_latitude", "grid_longitude"}
+
+AXES = ("time", "geological_time", "level", "lat", "lon")
+
+
+@dataclass
+class _Axes:
+    """Dimension name (or None) of each recognised axis."""
+
+    time: str | None = None
+    geological_time: str | None = None
+    level: str | None = None
+    lat: str | None = None
+    lon: str | None = None
+
+
+def _attr(obj, key: str) -> str:
+    return str(obj.attrs.get(key, "")).strip()
+
+
+def _classify_dim(ds, dim: str, geological_time_dim: str | None) -> str | None:
+    """Which axis a dimension is ("time", "lat", ...) or None when it is not recognised."""
+    if geological_time_dim is not None and dim == geological_time_dim:
+        return "geological_time"
+    name = dim.lower()
+    if name in _GEO_NAMES:
+        return "geological_time"
+    coord = ds[dim] if dim in ds.variables else None
+    axis = _attr(coord, "axis").upper() if coord is not None else ""
+    std = _attr(coord, "standard_name").lower() if coord is not None else ""
+    units = _attr(coord, "units").lower().replace(" ", "_") if coord is not None else ""
+    if std in _ROTATED:
+        raise ValueError(
+            f"dimension {dim!r} is a rotated-pole coordinate ({std}); only regular latitude/longitude grids "
+            "can be ingested: regrid to latitude/longitude first"
+        )
+    if std == "time" or axis == "T" or name in _TIME_NAMES or " since " in units.replace("_", " "):
+        return "time"
+    if std == "latitude" or axis == "Y" or units in _LAT_UNITS or name in _LAT_NAMES:
+        return "lat"
+    if std == "longitude" or axis == "X" or units in _LON_UNITS or name in _LON_NAMES:
+        return "lon"
+    if std in _LEVEL_STANDARD_NAMES or axis == "Z" or name in _LEVEL_NAMES:
+        return "level"
+    if coord is not None and _attr(coord, "positive").lower() in ("up", "down"):
+        return "level"
+    if coord is not None and (np.issubdtype(coord.dtype, np.datetime64) or coord.dtype == object):
+        return "time"
+    return None
+
+
+def _open(paths: Sequence[str]):
+    import xarray as xr
+
+    datasets = []
+    for p in paths:
+        if not os.path.isfile(p):
+            raise ValueError(f"NetCDF file {p} does not exist")
+        try:
+            datasets.append(xr.open_dataset(p, decode_times=True, mask_and_scale=True))
+        except Exception as e:  # xarray raises many types for unreadable files
+            raise ValueError(f"cannot read {p} as NetCDF with xarray: {e}") from e
+    return datasets
+
+
+def _select_variables(ds, path: str, variables: Sequence[str] | None, geological_time_dim: str | None) -> list[str]:
+    """NetCDF names of the variables to ingest."""
+    data_vars = [str(v) for v in ds.data_vars]
+    if variables is None:
+        chosen = []
+        for v in data_vars:
+            dims = ds[v].dims
+            if not dims or not np.issubdtype(ds[v].dtype, np.number):
+                continue
+            kinds = [_classify_dim(ds, d, geological_time_dim) for d in dims]
+            if None in kinds or not ({"lat", "lon"} & set(kinds)):
+                continue  # bounds, grid mappings, auxiliary fields
+            chosen.append(v)
+        if not chosen:
+            raise ValueError(
+                f"{path}: found no gridded data variable (with latitude/longitude dimensions) among {data_vars}"
+            )
+        return chosen
+    if len(variables) == 0:
+        raise ValueError(f"an empty list of variables was requested from {path}; give None to take every gridded variable")
+    by_name = {}
+    for v in data_vars:
+        by_name.setdefault(v, v)
+        std = _attr(ds[v], "standard_name")
+        if std:
+            by_name.setdefault(std, v)
+            if std in CF_STANDARD_NAMES:
+                by_name.setdefault(CF_STANDARD_NAMES[std], v)
+    unknown = [v for v in variables if v not in by_name]
+    if unknown:
+        raise ValueError(
+            f"unknown variables {unknown} requested from {path}; it has data variables {data_vars} "
+            f"(a NetCDF name, a CF standard name or a canonical short name {sorted(set(CF_STANDARD_NAMES.values()))} "
+            "of one of them)"
+        )
+    return [by_name[v] for v in variables]
+
+
+def _canonical_name(ds, var: str) -> str:
+    return CF_STANDARD_NAMES.get(_attr(ds[var], "standard_name"), var)
+
+
+def _time_axis(ds, dim: str | None) -> tuple[float, str, np.ndarray | None]:
+    """(step, unit, numeric coordinate) of the climate-time axis; checks it increases strictly."""
+    if dim is None:
+        return 1.0, "step", None
+    if dim not in ds.variables:
+        return 1.0, "step", np.arange(ds.sizes[dim], dtype=np.float64)
+    coord = ds[dim].values
+    if np.issubdtype(coord.dtype, np.datetime64):
+        num = (coord - coord[0]) / np.timedelta64(1, "s") / 86400.0
+        unit = "day"
+    elif coord.dtype == object:  # cftime dates (360-day and other calendars)
+        num = np.array([(c - coord[0]).total_seconds() / 86400.0 for c in coord])
+        unit = "day"
+    else:
+        num = np.asarray(coord, dtype=np.float64)
+        unit = _attr(ds[dim], "units") or "step"
+    if num.size > 1 and np.any(np.diff(num) <= 0):
+        bad = int(np.argmax(np.diff(num) <= 0))
+        raise ValueError(
+            f"climate time {dim!r} must increase strictly after concatenating the files; "
+            f"step {bad} -> {bad + 1} goes from {coord[bad]} to {coord[bad + 1]}"
+        )
+    step = float(np.median(np.diff(num))) if num.size > 1 else 1.0
+    return step, unit, num
+
+
+def _level_axis(ds, dim: str | None, var_names: list[str]) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """(levels in m or Pa, level_unit, order index putting them from the surface up)."""
+    if dim is None:
+        # a surface field: take a scalar height coordinate (e.g. 1.5 m air temperature) when there is one
+        for name in ("height", "altitude", "level", "lev", "plev", "pressure"):
+            if name in ds.coords and ds[name].ndim == 0 and _attr(ds[name], "units"):
+                try:
+                    value, unit = _level_values(ds[name], name)
+                    return value, unit, None
+                except ValueError:
+                    pass
+        return np.zeros(1), "m", None
+    candidates = [dim] if dim in ds.variables else []
+    # an auxiliary coordinate along the level dimension (e.g. level_height for model_level_number)
+    candidates += [str(c) for c in ds.coords if ds[c].dims == (dim,) and str(c) != dim]
+    errors = []
+    for name in candidates:
+        try:
+            values, unit = _level_values(ds[name], name)
+        except ValueError as e:
+            errors.append(str(e))
+            continue
+        if np.unique(values).size != values.size:
+            errors.append(f"level coordinate {name!r} has repeated values {values.tolist()}")
+            continue
+        order = np.argsort(values) if unit == "m" else np.argsort(-values)
+        return values[order], unit, order
+    raise ValueError(
+        f"level dimension {dim!r} of {var_names} has no height (m) or pressure (Pa) coordinate: "
+        + ("; ".join(errors) if errors else "no coordinate variable")
+    )
+
+
+def _level_values(coord, name: str) -> tuple[np.ndarray, str]:
+    units = _attr(coord, "units")
+    if not units:
+        raise ValueError(f"level coordinate {name!r} has no units")
+    values = np.atleast_1d(np.asarray(coord.values, dtype=np.float64))
+    for hint, level_unit in (("pressure", "Pa"), ("length", "m")):
+        try:
+            si, _ = to_si(values, units, hint)
+            return np.asarray(si, dtype=np.float64), level_unit
+        except ValueError:
+            continue
+    raise ValueError(f"level coordinate {name!r} has units {units!r}, neither a height nor a pressure")
+
+
+def _degrees(ds, dim: str, kind: str) -> np.ndarray:
+    coord = ds[dim]
+    units = _attr(coord, "units")
+    values = np.asarray(coord.values, dtype=np.float64)
+    if units and units.lower().replace(" ", "_") not in _LAT_UNITS | _LON_UNITS | {"degrees", "degree", "deg"}:
+        if units.lower() in ("radian", "radians", "rad"):
+            return np.degrees(values)
+        raise ValueError(f"{kind} coordinate {dim!r} has units {units!r}; expected degrees")
+    return values
+
+
+def ingest_netcdf(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    variables: Sequence[str] | None = None,
+    *,
+    planet_id: str | None = None,
+    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    split_names: Sequence[str] = ("train", "validation", "test"),
+    segment_steps: int | None = None,
+    geological_time_dim: str | None = None,
+    gravity: float = EARTH_CONSTANTS["gravity"],
+    gas_constant: float = EARTH_CONSTANTS["gas_constant"],
+    heat_capacity: float = EARTH_CONSTANTS["heat_capacity"],
+    planet_radius: float = EARTH_CONSTANTS["planet_radius"],
+    series_per_shard: int = 4,
+) -> DatasetSchema:
+    """Convert NetCDF files of one planet into Parquet shards + ``schema.json`` (see the module docstring).
+
+    Args:
+        paths: one NetCDF file or several, concatenated along climate time in the given order.
+        output_dir: dataset directory to write.
+        variables: variables to ingest, each a NetCDF name, a CF standard name or a canonical short name
+            (``T``, ``p``, ...); ``None`` takes every gridded data variable (with lat/lon dimensions).
+        planet_id: identifier of the planet; defaults to the stem of the first file.
+        split_fractions, split_names: contiguous blocks of climate time, in order (each >= 1 step).
+        segment_steps: cut every block into segments of at most this many steps (None: one per block).
+        geological_time_dim: name of a geological-time dimension, if the files have one under another name.
+        gravity, gas_constant, heat_capacity, planet_radius: planet constants in SI (Earth by default).
+        series_per_shard: series per Parquet shard.
+
+    Returns:
+        The :class:`DatasetSchema` written to ``output_dir``.
+    """
+    import xarray as xr
+
+    # 1. open and concatenate along time
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ValueError("ingest_netcdf needs at least one NetCDF file")
+    opened = _open(paths)
+    try:
+        names = _select_variables(opened[0], paths[0], variables, geological_time_dim)
+        for p, d in zip(paths[1:], opened[1:]):
+            missing = [v for v in names if v not in d.data_vars]
+            if missing:
+                raise ValueError(
+                    f"{p} lacks variables {missing} that {paths[0]} has; files are concatenated along time and "
+                    "must hold the same variables"
+                )
+        dims0 = opened[0][names[0]].dims
+        axes = _Axes()
+        for d in dims0:
+            kind = _classify_dim(opened[0], d, geological_time_dim)
+            if kind is None:
+                raise ValueError(
+                    f"variable {names[0]!r} in {paths[0]} has dimension {d!r} that is neither time, latitude, "
+                    "longitude, level nor geological time (recognised by CF axis/standard_name/units or name)"
+                )
+            if getattr(axes, kind) is not None:
+                raise ValueError(f"variable {names[0]!r} has two {kind} dimensions: {getattr(axes, kind)!r} and {d!r}")
+            setattr(axes, kind, d)
+        for v in names[1:]:
+            if set(opened[0][v].dims) != set(dims0):
+                raise ValueError(
+                    f"variables {names[0]!r} {dims0} and {v!r} {opened[0][v].dims} in {paths[0]} have different "
+                    "dimensions; ingest variables on the same grid together"
+                )
+        if len(opened) > 1:
+            if axes.time is None:
+                raise ValueError(f"several files given but {names[0]!r} has no time dimension to concatenate along")
+            ds = xr.concat([d[names] for d in opened], dim=axes.time, data_vars="all", coords="minimal", compat="override", join="exact")
+        else:
+            ds = opened[0]
+
+        # 2. grid coordinates
+        step, time_unit, _ = _time_axis(ds, axes.time)
+        levels, level_unit, level_order = _level_axis(ds, axes.level, names)
+        lat = _degrees(ds, axes.lat, "latitude") if axes.lat else np.zeros(1)
+        lon = _degrees(ds, axes.lon, "longitude") if axes.lon else np.zeros(1)
+        if np.any(np.abs(lat) > 90):
+            raise ValueError(f"latitudes must lie within [-90, 90], got {lat.min()} .. {lat.max()}")
+        lat_order = np.argsort(lat)
+        if lat.size > 1 and np.any(np.diff(lat[lat_order]) <= 0):
+            raise ValueError(f"latitude {axes.lat!r} has repeated values")
+        if lat.size > 1 and not (np.all(np.diff(lat) > 0) or np.all(np.diff(lat) < 0)):
+            raise ValueError(f"latitude {axes.lat!r} is not monotonic: {lat.tolist()}")
+        lon_wrapped = np.mod(lon, 360.0)
+        lon_order = np.argsort(lon_wrapped, kind="stable")
+        if np.unique(np.round(lon_wrapped, 9)).size != lon.size:
+            raise ValueError(f"longitude {axes.lon!r} has values that coincide after wrapping to [0, 360): {lon.tolist()}")
+        if axes.geological_time:
+            geo_coord = ds[axes.geological_time] if axes.geological_time in ds.variables else None
+            geo_values = (
+                np.asarray(geo_coord.values, dtype=np.float64)
+                if geo_coord is not None
+                else np.arange(ds.sizes[axes.geological_time], dtype=np.float64)
+            )
+            geo_unit = _attr(geo_coord, "units") if geo_coord is not None else "index"
+        else:
+            geo_values, geo_unit = np.zeros(1), "index"
+
+        # 3. variables: canonical names, SI units, axes (V, T, Tg, Z, Y, X), finite values
+        target = [axes.time, axes.geological_time, axes.level, axes.lat, axes.lon]
+        fields, var_names, units = [], [], {}
+        for v in names:
+            da = ds[v]
+            unit = da.attrs.get("units")
+            if unit is None or str(unit).strip() == "":
+                raise ValueError(
+                    f"variable {v!r} in {paths[0]} has no 'units' attribute; every variable needs units "
+                    "(e.g. 'K', 'Pa', 'm s-1')"
+                )
+            name = _canonical_name(ds, v)
+            std = _attr(da, "standard_name")
+            hint = name if name in CF_STANDARD_NAMES.values() else ("temperature" if "temperature" in std else None)
+            arr = da.transpose(*[d for d in target if d is not None]).values
+            n_bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            if n_bad:
+                raise ValueError(
+                    f"variable {v!r} in {paths} has {n_bad} non-finite (NaN/Inf, e.g. masked or _FillValue) values "
+                    f"out of {np.size(arr)}; fill or crop them before ingesting (nothing is filled silently)"
+                )
+            try:
+                si, si_unit = to_si(arr, str(unit), hint)
+            except ValueError as e:
+                raise ValueError(f"variable {v!r} in {paths[0]}: {e}") from e
+            si = si.reshape([ds.sizes[d] if d is not None else 1 for d in target])  # (T, Tg, Z, Y, X)
+            if level_order is not None:
+                si = si[:, :, level_order]
+            si = si[:, :, :, lat_order][:, :, :, :, lon_order]
+            if name in var_names:
+                raise ValueError(f"two variables map to the name {name!r}; ingest them separately")
+            var_names.append(name)
+            units[name] = si_unit
+            fields.append(si.astype(np.float32))
+            logger.info("ingest: %s (%s) -> %s [%s], shape %s", v, std or "no standard_name", name, si_unit, si.shape)
+        cube = np.stack(fields)  # (V, T, Tg, Z, Y, X)
+        if not np.isfinite(cube).all():
+            raise ValueError(f"values of {var_names} overflow float32 after conversion to SI")
+    finally:
+        for d in opened:
+            d.close()
+
+    # 4. contiguous blocks of climate time -> series
+    T = cube.shape[1]
+    fracs = np.asarray(split_fractions, dtype=np.float64)
+    if len(split_names) != len(fracs) or np.any(fracs <= 0):
+        raise ValueError(f"expected one positive fraction per split {list(split_names)}, got {list(split_fractions)}")
+    bounds = np.round(np.cumsum(fracs / fracs.sum()) * T).astype(int)
+    starts = np.concatenate([[0], bounds[:-1]])
+    sizes = bounds - starts
+    if np.any(sizes < 1):
+        raise ValueError(
+            f"{T} climate steps cannot be split into blocks {dict(zip(split_names, fracs.tolist()))} of >= 1 step "
+            f"(got {dict(zip(split_names, sizes.tolist()))})"
+        )
+    if segment_steps is not None and segment_steps < 1:
+        raise ValueError(f"segment_steps must be >= 1, got {segment_steps}")
+    constants = {"gravity": gravity, "gas_constant": gas_constant, "heat_capacity": heat_capacity, "planet_radius": planet_radius}
+    params = np.array([constants[k] for k in PLANET_PARAM_UNITS], dtype=np.float32)
+    planet_id = planet_id or Path(paths[0]).stem
+    splits: dict[str, list[Series]] = {}
+    segment = 0
+    for split, a, n in zip(split_names, starts, sizes):
+        seg_len = n if segment_steps is None else segment_steps
+        splits[split] = []
+        for s0 in range(a, a + n, seg_len):
+            s1 = min(s0 + seg_len, a + n)
+            splits[split].append(Series(planet_id, segment, np.ascontiguousarray(cube[:, s0:s1]), params.copy(), dict(constants)))
+            segment += 1
+
+    # 5. write
+    return write_dataset(
+        output_dir,
+        splits,
+        variable_names=var_names,
+        units=units,
+        level_values=levels.tolist(),
+        level_unit=level_unit,
+        lat_values=lat[lat_order].tolist(),
+        lon_values=lon_wrapped[lon_order].tolist(),
+        climate_time_step=step,
+        climate_time_unit=time_unit,
+        geological_time_values=geo_values.tolist(),
+        geological_time_unit=geo_unit or "index",
+        planet_param_names=list(PLANET_PARAM_UNITS),
+        planet_param_units=list(PLANET_PARAM_UNITS.values()),
+        split_by="time_block",
+        source="netcdf: " + ", ".join(os.path.basename(p) for p in paths),
+        series_per_shard=series_per_shard,
+        extra={
+            "ingest": {
+                "files": [os.path.basename(p) for p in paths],
+                "netcdf_variables": dict(zip(var_names, names)),
+                "dimensions": {k: getattr(axes, k) for k in AXES},
+                "split_blocks": {s: [int(a), int(a + n)] for s, a, n in zip(split_names, starts, sizes)},
+                "segment_steps": segment_steps,
+            }
+        },
+    )
+
+
+__all__ = ["CF_STANDARD_NAMES", "EARTH_CONSTANTS", "ingest_netcdf"]

@@ -1,0 +1,589 @@
+"""On-disk format of astrobio-hf datacube datasets: Parquet shards plus ``schema.json``.
+
+A dataset directory holds, for every split (``train``, ``val``, ``test``, ...), Parquet shards named
+``<split>-00000-of-0000N.parquet`` and one ``schema.json`` that describes them.
+
+Row format: one :class:`Series` per Parquet row.
+
+=================  ==================  ======================================================
+column             arrow type          meaning
+=================  ==================  ======================================================
+planet_id          string              planet (or simulation) identifier
+segment            int32               index of the contiguous block of climate time
+n_time             int32               number of climate time steps T of this row
+fields             list<float32>       flattened cube (V, T, Tg, Z, Y, X), physical SI units
+planet_params      list<float32>       (P,) planet parameters, physical units
+gravity            float64             [m s-2]
+gas_constant       float64             specific gas constant [J kg-1 K-1]
+heat_capacity      float64             cp [J kg-1 K-1]
+planet_radius      float64             [m]
+=================  ==================  ======================================================
+
+``schema.json`` holds the variable names and units, grid coordinates, axis names, climate and
+geological time, planet parameter names and units, split membership (which planet/segment/n_time is
+in which shard) and normalisation statistics computed on the train split only:
+
+* ``norm_mean`` / ``norm_std``: (V, Z) mean and standard deviation per variable and level, over time,
+  geological time, lat, lon and all train series (unweighted);
+* ``planet_param_mean`` / ``planet_param_std``: (P,) over the train series.
+
+A standard deviation of exactly 0 (a constant variable or parameter, e.g. the planet constants of a
+dataset that holds one planet) is stored as 1.0 so that normalising gives ``x - mean``; this is the only
+substitution and it is recorded in ``schema.json`` under ``constant_statistics``.
+
+Splits are made by planet (``split_by="planet"``) or, when a dataset holds one planet only, by
+contiguous blocks of climate time (``split_by="time_block"``); never by random samples of one planet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_FILENAME = "schema.json"
+FORMAT_VERSION = 1
+AXIS_NAMES = ("variable", "climate_time", "geological_time", "level", "lat", "lon")
+CONSTANT_NAMES = ("gravity", "gas_constant", "heat_capacity", "planet_radius")
+SPLIT_BY_CHOICES = ("planet", "time_block")
+LEVEL_UNITS = ("m", "Pa")
+
+#: Arrow schema of one shard (one row = one Series).
+ROW_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("planet_id", pa.string()),
+        pa.field("segment", pa.int32()),
+        pa.field("n_time", pa.int32()),
+        pa.field("fields", pa.list_(pa.float32())),
+        pa.field("planet_params", pa.list_(pa.float32())),
+        pa.field("gravity", pa.float64()),
+        pa.field("gas_constant", pa.float64()),
+        pa.field("heat_capacity", pa.float64()),
+        pa.field("planet_radius", pa.float64()),
+    ]
+)
+ROW_COLUMNS = tuple(ROW_ARROW_SCHEMA.names)
+
+
+@dataclass
+class Series:
+    """One contiguous block of climate time of one planet.
+
+    Attributes:
+        planet_id: planet (or simulation) identifier.
+        segment: index of the contiguous block of climate time within the planet.
+        fields: float32 array (V, T, Tg, Z, Y, X) in physical SI units.
+        planet_params: float32 array (P,) in physical units (see the schema's ``planet_param_units``).
+        constants: ``gravity`` [m s-2], ``gas_constant`` [J kg-1 K-1], ``heat_capacity`` [J kg-1 K-1],
+            ``planet_radius`` [m].
+    """
+
+    planet_id: str
+    segment: int
+    fields: np.ndarray
+    planet_params: np.ndarray
+    constants: dict[str, float]
+
+    @property
+    def n_time(self) -> int:
+        return int(self.fields.shape[1])
+
+
+@dataclass
+class ShardInfo:
+    """Membership of one shard: its file name and, per row, planet id, segment and number of steps."""
+
+    file: str
+    planet_ids: list[str]
+    segments: list[int]
+    n_time: list[int]
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.planet_ids)
+
+
+@dataclass
+class DatasetSchema:
+    """Description of a dataset directory (the content of ``schema.json``).
+
+    Attributes:
+        variable_names: V canonical short names (``T``, ``p``, ``u``, ...) or the source's names.
+        units: SI unit of every variable.
+        level_values, level_unit: Z level coordinates, in ``"m"`` (height) or ``"Pa"`` (pressure).
+        lat_values: Y latitudes in degrees, ascending. lon_values: X longitudes in degrees, [0, 360).
+        climate_time_step, climate_time_unit: spacing of the climate-time axis.
+        geological_time_values, geological_time_unit: Tg geological-time coordinates.
+        planet_param_names, planet_param_units: P planet parameters.
+        split_by: ``"planet"`` or ``"time_block"``.
+        source: free text (``"synthetic"``, the ingested file names, ...).
+        splits: split name -> list of :class:`ShardInfo`.
+        norm_mean, norm_std: (V, Z) statistics of the train split.
+        planet_param_mean, planet_param_std: (P,) statistics of the train split.
+        axis_names: names of the cube axes (V, Tc, Tg, Z, Y, X).
+        constant_statistics: names of the statistics whose std was 0 and is stored as 1.0.
+        extra: free-form JSON metadata (e.g. ingestion details).
+        data_dir: the directory this schema was read from (not serialised).
+    """
+
+    variable_names: list[str]
+    units: dict[str, str]
+    level_values: list[float]
+    level_unit: str
+    lat_values: list[float]
+    lon_values: list[float]
+    climate_time_step: float
+    climate_time_unit: str
+    geological_time_values: list[float]
+    geological_time_unit: str
+    planet_param_names: list[str]
+    planet_param_units: list[str]
+    split_by: str
+    source: str
+    splits: dict[str, list[ShardInfo]]
+    norm_mean: list[list[float]]
+    norm_std: list[list[float]]
+    planet_param_mean: list[float]
+    planet_param_std: list[float]
+    axis_names: list[str] = field(default_factory=lambda: list(AXIS_NAMES))
+    constant_statistics: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    data_dir: str | None = field(default=None, compare=False)
+
+    # ------------------------------------------------------------------ shape helpers
+    @property
+    def num_variables(self) -> int:
+        return len(self.variable_names)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.level_values)
+
+    @property
+    def num_lat(self) -> int:
+        return len(self.lat_values)
+
+    @property
+    def num_lon(self) -> int:
+        return len(self.lon_values)
+
+    @property
+    def num_geological_steps(self) -> int:
+        return len(self.geological_time_values)
+
+    @property
+    def num_planet_params(self) -> int:
+        return len(self.planet_param_names)
+
+    @property
+    def cube_shape(self) -> tuple[int, int, int, int]:
+        """(V, Z, Y, X)."""
+        return (self.num_variables, self.num_levels, self.num_lat, self.num_lon)
+
+    def series_shape(self, n_time: int) -> tuple[int, int, int, int, int, int]:
+        """(V, T, Tg, Z, Y, X) of a row with ``n_time`` climate steps."""
+        return (self.num_variables, int(n_time), self.num_geological_steps, self.num_levels, self.num_lat, self.num_lon)
+
+    def window_shape(self, context_steps: int) -> tuple[int, int, int, int, int, int]:
+        """(V, Tc, Tg, Z, Y, X) of one window of ``context_steps`` climate steps."""
+        return self.series_shape(context_steps)
+
+    @property
+    def split_names(self) -> list[str]:
+        return list(self.splits)
+
+    def shard_files(self, split: str) -> list[str]:
+        """Absolute paths of the shards of ``split`` (needs ``data_dir``)."""
+        self._check_split(split)
+        if self.data_dir is None:
+            raise ValueError("this DatasetSchema was not read from a directory (data_dir is None); use DatasetSchema.from_dir")
+        return [os.path.join(self.data_dir, s.file) for s in self.splits[split]]
+
+    def series_lengths(self, split: str) -> list[int]:
+        """n_time of every series of ``split`` in shard order."""
+        self._check_split(split)
+        return [n for s in self.splits[split] for n in s.n_time]
+
+    def planet_ids(self, split: str) -> list[str]:
+        """Distinct planet ids of ``split`` in shard order."""
+        self._check_split(split)
+        return list(dict.fromkeys(p for s in self.splits[split] for p in s.planet_ids))
+
+    def num_series(self, split: str) -> int:
+        return len(self.series_lengths(split))
+
+    def _check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r}: this dataset has splits {sorted(self.splits)}")
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("data_dir")
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DatasetSchema":
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)} - {"data_dir"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"schema.json has unknown keys {unknown}; expected keys among {sorted(known)}")
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        missing = sorted(required - set(d))
+        if missing:
+            raise ValueError(f"schema.json is missing keys {missing}")
+        if d.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+            raise ValueError(f"schema.json has format_version {d['format_version']}, expected {FORMAT_VERSION}")
+        d["splits"] = {name: [ShardInfo(**s) for s in shards] for name, shards in d["splits"].items()}
+        schema = cls(**d)
+        schema.validate_metadata()
+        return schema
+
+    def validate_metadata(self) -> None:
+        """Consistency checks of the metadata alone (no file access)."""
+        V, Z, P = self.num_variables, self.num_levels, self.num_planet_params
+        if V == 0:
+            raise ValueError("schema has no variables (variable_names is empty)")
+        if len(set(self.variable_names)) != V:
+            raise ValueError(f"variable_names has duplicates: {self.variable_names}")
+        missing_units = [v for v in self.variable_names if not self.units.get(v)]
+        if missing_units:
+            raise ValueError(f"schema has no units for variables {missing_units}")
+        if self.level_unit not in LEVEL_UNITS:
+            raise ValueError(f"level_unit must be one of {LEVEL_UNITS}, got {self.level_unit!r}")
+        if self.split_by not in SPLIT_BY_CHOICES:
+            raise ValueError(f"split_by must be one of {SPLIT_BY_CHOICES}, got {self.split_by!r}")
+        if min(Z, self.num_lat, self.num_lon, self.num_geological_steps) < 1:
+            raise ValueError(
+                f"every axis needs at least 1 entry, got Z={Z}, Y={self.num_lat}, X={self.num_lon}, "
+                f"Tg={self.num_geological_steps}"
+            )
+        if len(self.planet_param_units) != P:
+            raise ValueError(f"{P} planet_param_names but {len(self.planet_param_units)} planet_param_units")
+        for name, arr, shape in (
+            ("norm_mean", self.norm_mean, (V, Z)),
+            ("norm_std", self.norm_std, (V, Z)),
+            ("planet_param_mean", self.planet_param_mean, (P,)),
+            ("planet_param_std", self.planet_param_std, (P,)),
+        ):
+            got = np.asarray(arr, dtype=np.float64).shape
+            if P == 0 and shape == (0,) and got in ((0,),):
+                continue
+            if got != shape:
+                raise ValueError(f"schema {name} has shape {got}, expected {shape} (V={V}, Z={Z}, P={P})")
+        for split, shards in self.splits.items():
+            for s in shards:
+                if not (len(s.planet_ids) == len(s.segments) == len(s.n_time)):
+                    raise ValueError(f"schema entry for shard {s.file} of split {split!r} has inconsistent row lists")
+
+    @classmethod
+    def from_dir(cls, data_dir: str | os.PathLike, *, check_shards: bool = True) -> "DatasetSchema":
+        """Read ``schema.json`` from ``data_dir`` and validate the shards it lists.
+
+        Checks (each failure is a ``ValueError`` naming the file, what was expected and what was found):
+        ``schema.json`` missing or unreadable; a listed shard missing, 0 bytes, not a Parquet file
+        (corrupted), with 0 rows, with other columns than the row format, with a row count, planet ids,
+        segments or ``n_time`` other than the schema lists; and for the first row of every shard, a
+        ``fields`` length other than V*T*Tg*Z*Y*X or a ``planet_params`` length other than P.
+        (Every row is checked again while streaming.)
+        """
+        data_dir = os.fspath(data_dir)
+        path = os.path.join(data_dir, SCHEMA_FILENAME)
+        if not os.path.isdir(data_dir):
+            raise ValueError(f"dataset directory {data_dir} does not exist")
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"{path} is missing: a dataset directory needs a schema.json next to its Parquet shards "
+                "(write it with astrobio_hf.data.write_dataset, `astrobio-hf data synth` or `astrobio-hf data ingest`)"
+            )
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        try:
+            schema = cls.from_dict(raw)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from e
+        schema.data_dir = data_dir
+        if check_shards:
+            for split in schema.splits:
+                for info in schema.splits[split]:
+                    schema._check_shard(split, info)
+        return schema
+
+    def _check_shard(self, split: str, info: ShardInfo) -> None:
+        path = os.path.join(self.data_dir, info.file)
+        if not os.path.isfile(path):
+            raise ValueError(f"shard {path} of split {split!r} is listed in schema.json but missing")
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"shard {path} of split {split!r} is empty (0 bytes)")
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow raises ArrowInvalid/OSError for garbage bytes
+            raise ValueError(f"shard {path} of split {split!r} is corrupted: not a readable Parquet file ({e})") from e
+        if pf.metadata.num_rows == 0:
+            raise ValueError(f"shard {path} of split {split!r} has 0 rows, expected {info.num_rows}")
+        names = pf.schema_arrow.names
+        if tuple(names) != ROW_COLUMNS:
+            raise ValueError(f"shard {path} has columns {names}, expected {list(ROW_COLUMNS)}")
+        if pf.metadata.num_rows != info.num_rows:
+            raise ValueError(
+                f"shard {path} has {pf.metadata.num_rows} rows, schema.json lists {info.num_rows}"
+            )
+        try:
+            small = pf.read(columns=["planet_id", "segment", "n_time"])
+            first = pf.read_row_group(0, columns=["n_time", "fields", "planet_params"]).slice(0, 1)
+        except Exception as e:
+            raise ValueError(f"shard {path} of split {split!r} is corrupted: cannot read its rows ({e})") from e
+        found = (small["planet_id"].to_pylist(), small["segment"].to_pylist(), small["n_time"].to_pylist())
+        if found != (info.planet_ids, info.segments, info.n_time):
+            raise ValueError(
+                f"shard {path} rows (planet_id, segment, n_time) = {list(zip(*found))} do not match schema.json "
+                f"{list(zip(info.planet_ids, info.segments, info.n_time))}"
+            )
+        n_time = first["n_time"][0].as_py()
+        expected = math.prod(self.series_shape(n_time))
+        got = len(first["fields"][0])
+        if got != expected:
+            raise ValueError(
+                f"shard {path}: first row has {got} field values, schema.json expects "
+                f"(V, T, Tg, Z, Y, X) = {self.series_shape(n_time)} = {expected}"
+            )
+        got_p = len(first["planet_params"][0])
+        if got_p != self.num_planet_params:
+            raise ValueError(
+                f"shard {path}: first row has {got_p} planet_params, schema.json expects P={self.num_planet_params}"
+            )
+
+
+# ---------------------------------------------------------------------------- writing
+def _series_to_table(series: Sequence[Series]) -> pa.Table:
+    flat = [np.ascontiguousarray(s.fields, dtype=np.float32).reshape(-1) for s in series]
+    offsets = np.zeros(len(flat) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([a.size for a in flat])
+    fields_arr = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(flat)))
+    fields_arr = fields_arr.cast(pa.list_(pa.float32())) if offsets[-1] < 2**31 else fields_arr
+    params = [np.asarray(s.planet_params, dtype=np.float32).reshape(-1) for s in series]
+    p_off = np.zeros(len(params) + 1, dtype=np.int32)
+    p_off[1:] = np.cumsum([a.size for a in params])
+    params_arr = pa.ListArray.from_arrays(
+        pa.array(p_off), pa.array(np.concatenate(params) if params else np.zeros(0, np.float32), type=pa.float32())
+    )
+    cols = {
+        "planet_id": pa.array([str(s.planet_id) for s in series], type=pa.string()),
+        "segment": pa.array([int(s.segment) for s in series], type=pa.int32()),
+        "n_time": pa.array([s.n_time for s in series], type=pa.int32()),
+        "fields": fields_arr,
+        "planet_params": params_arr,
+    }
+    for name in CONSTANT_NAMES:
+        cols[name] = pa.array([float(s.constants[name]) for s in series], type=pa.float64())
+    return pa.Table.from_pydict(cols, schema=ROW_ARROW_SCHEMA)
+
+
+def _check_series(s: Series, split: str, V: int, Tg: int, Z: int, Y: int, X: int, P: int, variable_names) -> None:
+    f = np.asarray(s.fields)
+    if f.ndim != 6:
+        raise ValueError(
+            f"series {s.planet_id}/{s.segment} of split {split!r}: expected fields (V, T, Tg, Z, Y, X), got shape {f.shape}"
+        )
+    if (f.shape[0], f.shape[2], f.shape[3], f.shape[4], f.shape[5]) != (V, Tg, Z, Y, X):
+        raise ValueError(
+            f"series {s.planet_id}/{s.segment} of split {split!r}: expected fields (V, T, Tg, Z, Y, X) with "
+            f"V={V}, Tg={Tg}, Z={Z}, Y={Y}, X={X}, got {f.shape}"
+        )
+    if f.shape[1] < 1:
+        raise ValueError(f"series {s.planet_id}/{s.segment} of split {split!r} has no climate time steps")
+    bad = ~np.isfinite(f)
+    if bad.any():
+        per_var = bad.reshape(V, -1).sum(axis=1)
+        detail = ", ".join(f"{variable_names[i]}: {int(n)}" for i, n in enumerate(per_var) if n)
+        raise ValueError(f"series {s.planet_id}/{s.segment} of split {split!r} has non-finite (NaN/Inf) values: {detail}")
+    p = np.asarray(s.planet_params).reshape(-1)
+    if p.size != P:
+        raise ValueError(f"series {s.planet_id}/{s.segment}: expected {P} planet_params, got {p.size}")
+    if not np.isfinite(p).all():
+        raise ValueError(f"series {s.planet_id}/{s.segment}: planet_params contain NaN/Inf: {p.tolist()}")
+    missing = [c for c in CONSTANT_NAMES if c not in s.constants]
+    if missing:
+        raise ValueError(f"series {s.planet_id}/{s.segment}: constants miss {missing}; expected {list(CONSTANT_NAMES)}")
+    for c in CONSTANT_NAMES:
+        val = float(s.constants[c])
+        if not (math.isfinite(val) and val > 0):
+            raise ValueError(f"series {s.planet_id}/{s.segment}: constant {c} must be finite and > 0, got {val}")
+
+
+def write_dataset(
+    output_dir: str | os.PathLike,
+    splits: Mapping[str, Sequence[Series]],
+    *,
+    variable_names: Sequence[str],
+    units: Mapping[str, str],
+    level_values: Sequence[float],
+    level_unit: str,
+    lat_values: Sequence[float],
+    lon_values: Sequence[float],
+    climate_time_step: float,
+    climate_time_unit: str,
+    geological_time_values: Sequence[float],
+    geological_time_unit: str,
+    planet_param_names: Sequence[str],
+    planet_param_units: Sequence[str],
+    split_by: str,
+    source: str,
+    series_per_shard: int = 4,
+    extra: Mapping[str, Any] | None = None,
+) -> DatasetSchema:
+    """Write ``splits`` as Parquet shards plus ``schema.json`` into ``output_dir`` and return the schema.
+
+    Every split gets ``ceil(n_series / series_per_shard)`` shards ``<split>-0000i-of-0000N.parquet``
+    (one row group per series). Normalisation statistics are computed on the ``train`` split only (the
+    first split if there is no ``train``). Non-finite values, wrong shapes, missing units or constants
+    raise ``ValueError``; existing shards of these splits in ``output_dir`` are replaced.
+    """
+    # 1. validate the metadata
+    variable_names = [str(v) for v in variable_names]
+    V, Z, Y, X = len(variable_names), len(level_values), len(lat_values), len(lon_values)
+    Tg, P = len(geological_time_values), len(planet_param_names)
+    if series_per_shard < 1:
+        raise ValueError(f"series_per_shard must be >= 1, got {series_per_shard}")
+    if not splits or all(len(v) == 0 for v in splits.values()):
+        raise ValueError("write_dataset needs at least one series in at least one split")
+    empty = [k for k, v in splits.items() if len(v) == 0]
+    if empty:
+        raise ValueError(f"splits {empty} have no series; drop them or give them at least one series")
+    for name in splits:
+        if not name or "/" in name or "-" in name:
+            raise ValueError(f"split names must be non-empty without '/' or '-', got {name!r}")
+    missing_units = [v for v in variable_names if not units.get(v)]
+    if missing_units:
+        raise ValueError(f"no units given for variables {missing_units}; every variable needs an SI unit")
+    if level_unit not in LEVEL_UNITS:
+        raise ValueError(f"level_unit must be one of {LEVEL_UNITS}, got {level_unit!r}")
+    if split_by not in SPLIT_BY_CHOICES:
+        raise ValueError(f"split_by must be one of {SPLIT_BY_CHOICES}, got {split_by!r}")
+    lat = np.asarray(lat_values, dtype=np.float64)
+    if np.any(np.abs(lat) > 90) or (lat.size > 1 and np.any(np.diff(lat) <= 0)):
+        raise ValueError(f"lat_values must be ascending within [-90, 90], got {lat.tolist()}")
+    lon = np.asarray(lon_values, dtype=np.float64)
+    if np.any(lon < 0) or np.any(lon >= 360) or (lon.size > 1 and np.any(np.diff(lon) <= 0)):
+        raise ValueError(f"lon_values must be ascending within [0, 360), got {lon.tolist()}")
+
+    # 2. validate every series
+    for split, series in splits.items():
+        for s in series:
+            _check_series(s, split, V, Tg, Z, Y, X, P, variable_names)
+
+    # 3. normalisation statistics on the train split (float64 accumulation)
+    stat_split = "train" if "train" in splits else next(iter(splits))
+    s1 = np.zeros((V, Z))
+    s2 = np.zeros((V, Z))
+    count = 0
+    for s in splits[stat_split]:
+        f = np.asarray(s.fields, dtype=np.float64)  # (V, T, Tg, Z, Y, X)
+        s1 += f.sum(axis=(1, 2, 4, 5))
+        s2 += (f * f).sum(axis=(1, 2, 4, 5))
+        count += f.shape[1] * Tg * Y * X
+    mean = s1 / count
+    std = np.sqrt(np.maximum(s2 / count - mean * mean, 0.0))
+    params = np.stack([np.asarray(s.planet_params, dtype=np.float64).reshape(-1) for s in splits[stat_split]])
+    p_mean = params.mean(axis=0) if P else np.zeros(0)
+    p_std = params.std(axis=0) if P else np.zeros(0)
+    constant_stats: list[str] = []
+    tol = 1e-6
+    for i in range(V):
+        for k in range(Z):
+            if std[i, k] <= tol * max(1.0, abs(mean[i, k])):
+                constant_stats.append(f"norm_std[{variable_names[i]}][{k}]")
+                std[i, k] = 1.0
+    for j in range(P):
+        if p_std[j] <= tol * max(1.0, abs(p_mean[j])):
+            constant_stats.append(f"planet_param_std[{planet_param_names[j]}]")
+            p_std[j] = 1.0
+
+    # 4. write shards (atomically: write to a temporary name, then rename)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.parquet"):
+        if old.name.split("-")[0] in splits:
+            old.unlink()
+    shard_infos: dict[str, list[ShardInfo]] = {}
+    for split, series in splits.items():
+        n_shards = math.ceil(len(series) / series_per_shard)
+        infos = []
+        for i in range(n_shards):
+            chunk = list(series[i * series_per_shard : (i + 1) * series_per_shard])
+            name = f"{split}-{i:05d}-of-{n_shards:05d}.parquet"
+            tmp = out / (name + ".tmp")
+            pq.write_table(_series_to_table(chunk), tmp, row_group_size=1, compression="snappy")
+            os.replace(tmp, out / name)
+            infos.append(
+                ShardInfo(
+                    file=name,
+                    planet_ids=[str(s.planet_id) for s in chunk],
+                    segments=[int(s.segment) for s in chunk],
+                    n_time=[s.n_time for s in chunk],
+                )
+            )
+        shard_infos[split] = infos
+        logger.info("wrote %d series of split %r into %d shards in %s", len(series), split, n_shards, out)
+
+    # 5. schema.json
+    schema = DatasetSchema(
+        variable_names=variable_names,
+        units={v: str(units[v]) for v in variable_names if v in units},
+        level_values=[float(x) for x in level_values],
+        level_unit=str(level_unit),
+        lat_values=lat.tolist(),
+        lon_values=lon.tolist(),
+        climate_time_step=float(climate_time_step),
+        climate_time_unit=str(climate_time_unit),
+        geological_time_values=[float(x) for x in geological_time_values],
+        geological_time_unit=str(geological_time_unit),
+        planet_param_names=[str(x) for x in planet_param_names],
+        planet_param_units=[str(x) for x in planet_param_units],
+        split_by=str(split_by),
+        source=str(source),
+        splits=shard_infos,
+        norm_mean=mean.tolist(),
+        norm_std=std.tolist(),
+        planet_param_mean=p_mean.tolist(),
+        planet_param_std=p_std.tolist(),
+        constant_statistics=constant_stats,
+        extra=dict(extra or {}),
+    )
+    schema.validate_metadata()
+    tmp = out / (SCHEMA_FILENAME + ".tmp")
+    tmp.write_text(schema.to_json(), encoding="utf-8")
+    os.replace(tmp, out / SCHEMA_FILENAME)
+    schema.data_dir = os.fspath(out)
+    return schema
+
+
+__all__ = [
+    "AXIS_NAMES",
+    "CONSTANT_NAMES",
+    "ROW_ARROW_SCHEMA",
+    "SCHEMA_FILENAME",
+    "DatasetSchema",
+    "Series",
+    "ShardInfo",
+    "write_dataset",
+]

@@ -1,0 +1,462 @@
+"""Configuration of the datacube U-Net forecaster (`model_type = "datacube_unet"`).
+
+Torch-free at import. The constraint names and the variables each constraint needs are read lazily from
+`astrobio_hf.physics.constraints` (which imports torch) only when `physics_weights` is not empty, so that the
+physics module stays their one source of truth.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import field, fields
+
+from transformers.configuration_utils import PreTrainedConfig
+
+
+def _default_variable_names() -> list[str]:
+    return ["T", "p", "rho", "q", "u", "v"]
+
+
+def _default_level_values() -> list[float]:
+    return [0.0, 2000.0, 4000.0, 6000.0, 8000.0, 10000.0]
+
+
+def _default_lat_values() -> list[float]:
+    # 16 cell centres, no poles: -84.375 ... 84.375
+    return [-90.0 + 180.0 / 16 * (i + 0.5) for i in range(16)]
+
+
+def _default_lon_values() -> list[float]:
+    # 32 uniform columns: 0 ... 348.75
+    return [360.0 / 32 * i for i in range(32)]
+
+
+# Keys that `PreTrainedConfig`, `from_pretrained` and `to_dict()` put into a config dict besides the fields of
+# the dataclass; they are handled by `PreTrainedConfig.__post_init__`. Anything else is an unknown key.
+_STANDARD_EXTRA_KEYS = frozenset(
+    {
+        "model_type",
+        "torch_dtype",
+        "num_labels",
+        "name_or_path",
+        "_name_or_path",
+        "_commit_hash",
+        "output_attentions",
+        "attn_implementation",
+        "experts_implementation",
+        "_attn_implementation_internal",
+        "_experts_implementation_internal",
+    }
+)
+
+_SCHEMA_FIELDS = (
+    "variable_names",
+    "level_values",
+    "level_unit",
+    "lat_values",
+    "lon_values",
+    "planet_param_names",
+    "norm_mean",
+    "norm_std",
+    "planet_param_mean",
+    "planet_param_std",
+)
+_LEVEL_UNITS = ("m", "Pa")
+_BOUNDARY_PADDINGS = ("zeros", "replicate")
+
+
+class DatacubeUNetConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`DatacubeUNetForForecast`], a 3-D U-Net that forecasts the next `context_steps` climate
+    steps of a datacube `(B, V, Tc, Tg, Z, Y, X)` = (batch, variable, climate time, geological time, level,
+    latitude, longitude) from the previous `context_steps` steps.
+
+    Data-dependent values (variable names, grid, planet parameter names, normalisation statistics) come from
+    the dataset schema and are written here before the model is built. Counts are derived from the name lists
+    (`num_variables`, `num_planet_params`, `num_levels`, `num_lat`, `num_lon`); they are properties, never fields.
+    All checks live in `_validate()`; an invalid combination raises `ValueError` naming both values, and a key that
+    is not a field of this class (nor a standard `PreTrainedConfig` key) raises `ValueError` listing the valid ones.
+
+    Args:
+        variable_names (`list[str]`, defaults to `["T", "p", "rho", "q", "u", "v"]`):
+            Names of the variables along axis V, in order (canonical names: T, p, rho, q, u, v, z, SI units).
+        variable_units (`list[str]`, *optional*):
+            SI unit of each variable, in the order of `variable_names` (from the dataset schema; informative:
+            plots and model cards print it).
+        level_values (`list[float]`, defaults to 6 heights 0 ... 10000 m):
+            Coordinate of each vertical level along axis Z, strictly monotonic.
+        level_unit (`str`, defaults to `"m"`):
+            Unit of `level_values`: `"m"` (height, ascending from the surface) or `"Pa"` (pressure).
+        lat_values (`list[float]`, defaults to 16 cell centres -84.375 ... 84.375):
+            Latitude of each row along axis Y in degrees, ascending, strictly inside (-90, 90).
+        lon_values (`list[float]`, defaults to 32 columns 0 ... 348.75):
+            Longitude of each column along axis X in degrees, uniform and covering 360 degrees (periodic axis).
+        base_channels (`int`, defaults to 32):
+            Channels of the first U-Net stage; stage `i` has `base_channels * 2**i`.
+        depth (`int`, defaults to 2):
+            Number of (1, 2, 2) downsampling stages; `len(lat_values)` and `len(lon_values)` must be divisible
+            by `2**depth`.
+        norm_groups (`int`, defaults to 8):
+            Groups of every GroupNorm; must divide `base_channels`.
+        boundary_padding (`str`, defaults to `"replicate"`):
+            Padding of the convolutions on the non-periodic axes Z and Y: `"replicate"` or `"zeros"`. Longitude is
+            always padded circularly.
+        planet_param_names (`list[str]`, defaults to `[]`):
+            Names of the per-planet parameters given to `forward` as `planet_params` (B, P) for FiLM conditioning.
+        use_film (`bool`, defaults to `True`):
+            Modulate every residual block by FiLM (scale, shift) computed from the normalised planet parameters
+            and a one-hot of the geological step index.
+        conditioning_channels (`int`, defaults to 64):
+            Width of the conditioning MLP that feeds the FiLM layers.
+        predict_variance (`bool`, defaults to `True`):
+            Predict a per-element log-variance and train with the Gaussian NLL; when `False` the log-variance is 0
+            and the loss is the NLL with unit variance (half the mean squared error, in normalised units).
+        norm_mean (`list[list[float]]`, *optional*):
+            Per variable per level mean (V x Z, physical units) used to normalise inputs; `None` means 0.
+        norm_std (`list[list[float]]`, *optional*):
+            Per variable per level standard deviation (V x Z, positive); `None` means 1. Given together with
+            `norm_mean`.
+        planet_param_mean (`list[float]`, *optional*):
+            Mean of each planet parameter (P values); `None` means 0.
+        planet_param_std (`list[float]`, *optional*):
+            Standard deviation of each planet parameter (P values, positive); `None` means 1. Given together with
+            `planet_param_mean`.
+        context_steps (`int`, defaults to 4):
+            Tc: climate steps in the input window and in the forecast (labels cover the next Tc steps).
+        geological_steps (`int`, defaults to 1):
+            Tg: geological time steps of the cube, processed as independent samples that share weights.
+        physics_weights (`dict[str, float]`, defaults to `{}`):
+            Weight of each physics constraint added to the loss (names from
+            `astrobio_hf.physics.constraints.CONSTRAINT_NAMES`); `{}` disables the physics loss.
+        physics_learnable (`bool`, defaults to `False`):
+            Learn the physics weights (softplus-parametrised, initialised at the given values, with a -log(w)
+            term per constraint so they cannot collapse to 0). Needs non-empty, positive `physics_weights`.
+        gravity (`float`, defaults to 9.80665):
+            Surface gravity [m s-2] used when `forward` receives none.
+        gas_constant (`float`, defaults to 287.05):
+            Specific gas constant [J kg-1 K-1] used when `forward` receives none.
+        heat_capacity (`float`, defaults to 1004.6):
+            Specific heat capacity at constant pressure [J kg-1 K-1] used when `forward` receives none.
+        planet_radius (`float`, defaults to 6.371e6):
+            Planet radius [m] used when `forward` receives none.
+        initializer_range (`float`, defaults to 0.02):
+            Standard deviation of the normal initialisation of convolution and linear weights.
+
+    Example:
+
+    ```python
+    >>> from astrobio_hf import DatacubeUNetConfig, DatacubeUNetForForecast
+    >>> config = DatacubeUNetConfig(variable_names=["T", "u", "v"], context_steps=2, base_channels=8, norm_groups=4)
+    >>> model = DatacubeUNetForForecast(config)
+    ```
+    """
+
+    model_type = "datacube_unet"
+
+    # 1. Variables and grid (from the dataset schema)
+    variable_names: list[str] = field(default_factory=_default_variable_names)
+    variable_units: list[str] | None = None
+    level_values: list[float] = field(default_factory=_default_level_values)
+    level_unit: str = "m"
+    lat_values: list[float] = field(default_factory=_default_lat_values)
+    lon_values: list[float] = field(default_factory=_default_lon_values)
+    # 2. Network size
+    base_channels: int = 32
+    depth: int = 2
+    norm_groups: int = 8
+    boundary_padding: str = "replicate"
+    # 3. Conditioning
+    planet_param_names: list[str] = field(default_factory=list)
+    use_film: bool = True
+    conditioning_channels: int = 64
+    # 4. Output
+    predict_variance: bool = True
+    # 5. Normalisation statistics (from the dataset schema, train split)
+    norm_mean: list[list[float]] | None = None
+    norm_std: list[list[float]] | None = None
+    planet_param_mean: list[float] | None = None
+    planet_param_std: list[float] | None = None
+    # 6. Time axes
+    context_steps: int = 4
+    geological_steps: int = 1
+    # 7. Physics loss and default planet constants (SI)
+    physics_weights: dict[str, float] = field(default_factory=dict)
+    physics_learnable: bool = False
+    gravity: float = 9.80665
+    gas_constant: float = 287.05
+    heat_capacity: float = 1004.6
+    planet_radius: float = 6.371e6
+    # 8. Initialisation
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        unknown = sorted(key for key in kwargs if key not in _STANDARD_EXTRA_KEYS)
+        if unknown:
+            own = [f.name for f in fields(DatacubeUNetConfig) if f.name not in _base_field_names()]
+            raise ValueError(
+                f"DatacubeUNetConfig got unknown key(s) {unknown}; valid keys are {own} "
+                f"(plus the standard PreTrainedConfig keys {sorted(_base_field_names() | _STANDARD_EXTRA_KEYS)})"
+            )
+        super().__post_init__(**kwargs)
+        self._validate()
+
+    @classmethod
+    def from_schema(cls, schema, **kwargs) -> "DatacubeUNetConfig":
+        """Config whose data-dependent fields come from a dataset schema (`astrobio_hf.data.DatasetSchema`, read by
+        attribute so that models do not import `data`): variable and planet parameter names, grid, normalisation
+        statistics, and `geological_steps = len(schema.geological_time_values)`. `kwargs` set the other fields
+        (sizes, `context_steps`, physics); giving a schema field there too is an error, as is an unknown key."""
+        from_schema = {name: getattr(schema, name) for name in _SCHEMA_FIELDS}
+        from_schema["geological_steps"] = len(schema.geological_time_values)
+        from_schema["variable_units"] = [schema.units[name] for name in schema.variable_names]
+        clash = sorted(set(from_schema) & set(kwargs))
+        if clash:
+            raise ValueError(f"{clash} come from the dataset schema; do not pass them to from_schema as well")
+        return cls(**from_schema, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # derived values (never stored: the name lists are the one source of truth)
+    @property
+    def num_variables(self) -> int:
+        return len(self.variable_names)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.level_values)
+
+    @property
+    def num_lat(self) -> int:
+        return len(self.lat_values)
+
+    @property
+    def num_lon(self) -> int:
+        return len(self.lon_values)
+
+    @property
+    def num_planet_params(self) -> int:
+        return len(self.planet_param_names)
+
+    @property
+    def cube_shape(self) -> tuple[int, int, int, int, int, int]:
+        """(V, Tc, Tg, Z, Y, X) expected after the batch axis."""
+        return (
+            self.num_variables,
+            self.context_steps,
+            self.geological_steps,
+            self.num_levels,
+            self.num_lat,
+            self.num_lon,
+        )
+
+    @property
+    def conditioning_size(self) -> int:
+        """Length of the conditioning vector: normalised planet parameters + one-hot geological step."""
+        return self.num_planet_params + self.geological_steps
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        """Every check of this config, in one place. Normalises containers to JSON types (lists, floats)."""
+        # 1. Variables
+        self.variable_names = _str_list("variable_names", self.variable_names)
+        if not self.variable_names:
+            raise ValueError("variable_names must name at least one variable, got []")
+        if self.variable_units is not None:
+            self.variable_units = [str(u) for u in self.variable_units]
+            if len(self.variable_units) != len(self.variable_names):
+                raise ValueError(
+                    f"variable_units has {len(self.variable_units)} entries {self.variable_units} but variable_names "
+                    f"has {len(self.variable_names)} {self.variable_names}"
+                )
+
+        # 2. Grid
+        self.level_values = _float_list("level_values", self.level_values)
+        self.lat_values = _float_list("lat_values", self.lat_values)
+        self.lon_values = _float_list("lon_values", self.lon_values)
+        if self.level_unit not in _LEVEL_UNITS:
+            raise ValueError(f"level_unit must be one of {list(_LEVEL_UNITS)}, got {self.level_unit!r}")
+        if not self.level_values:
+            raise ValueError("level_values must hold at least one level, got []")
+        steps = [b - a for a, b in zip(self.level_values, self.level_values[1:])]
+        if steps and not (all(s > 0 for s in steps) or all(s < 0 for s in steps)):
+            raise ValueError(f"level_values must be strictly monotonic, got {self.level_values}")
+        if not self.lat_values or any(not -90.0 < v < 90.0 for v in self.lat_values):
+            raise ValueError(f"lat_values must be non-empty and strictly inside (-90, 90) degrees, got {self.lat_values}")
+        if any(b <= a for a, b in zip(self.lat_values, self.lat_values[1:])):
+            raise ValueError(f"lat_values must be ascending, got {self.lat_values}")
+        if len(self.lon_values) < 2:
+            raise ValueError(f"lon_values must hold at least 2 columns, got {self.lon_values}")
+        spacing = 360.0 / len(self.lon_values)
+        lon_steps = [b - a for a, b in zip(self.lon_values, self.lon_values[1:])]
+        if any(abs(s - spacing) > 1e-6 * 360.0 for s in lon_steps):
+            raise ValueError(
+                f"lon_values must be uniform and cover 360 degrees (periodic padding), i.e. a spacing of "
+                f"360/{len(self.lon_values)} = {spacing} degrees, got steps {sorted(set(lon_steps))}"
+            )
+
+        # 3. Network size
+        for name in ("base_channels", "depth", "norm_groups", "conditioning_channels", "context_steps", "geological_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            setattr(self, name, int(value))
+        if self.base_channels % self.norm_groups != 0:
+            raise ValueError(
+                f"base_channels={self.base_channels} must be divisible by norm_groups={self.norm_groups}"
+            )
+        factor = 2**self.depth
+        if self.num_lat % factor != 0:
+            raise ValueError(
+                f"len(lat_values)={self.num_lat} must be divisible by 2**depth={factor} (depth={self.depth})"
+            )
+        if self.num_lon % factor != 0:
+            raise ValueError(
+                f"len(lon_values)={self.num_lon} must be divisible by 2**depth={factor} (depth={self.depth})"
+            )
+        if self.boundary_padding not in _BOUNDARY_PADDINGS:
+            raise ValueError(
+                f"boundary_padding must be one of {list(_BOUNDARY_PADDINGS)}, got {self.boundary_padding!r}"
+            )
+        for name in ("use_film", "predict_variance", "physics_learnable"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+        # 4. Conditioning names
+        self.planet_param_names = _str_list("planet_param_names", self.planet_param_names)
+
+        # 5. Normalisation statistics
+        self.norm_mean, self.norm_std = self._check_norm_table()
+        self.planet_param_mean, self.planet_param_std = self._check_planet_stats()
+
+        # 6. Physics
+        if not isinstance(self.physics_weights, dict):
+            raise ValueError(f"physics_weights must be a dict name -> weight, got {self.physics_weights!r}")
+        if self.physics_weights:
+            # lazy import: the physics module owns the names and what each constraint needs (one source of truth)
+            from astrobio_hf.physics.constraints import CONSTRAINT_NAMES, required_variables
+
+            unknown = sorted(k for k in self.physics_weights if k not in CONSTRAINT_NAMES)
+            if unknown:
+                raise ValueError(
+                    f"physics_weights has unknown constraint name(s) {unknown}; known constraints are "
+                    f"{list(CONSTRAINT_NAMES)}"
+                )
+            for key in self.physics_weights:
+                missing = [v for v in required_variables(key, self.level_unit) if v not in self.variable_names]
+                if missing:
+                    raise ValueError(
+                        f"physics_weights[{key!r}] needs variables {list(required_variables(key, self.level_unit))} "
+                        f"on {self.level_unit!r} levels, but variable_names={self.variable_names} lacks {missing}"
+                    )
+        weights = {}
+        for key, value in self.physics_weights.items():
+            value = _finite_float(f"physics_weights[{key!r}]", value)
+            if value < 0:
+                raise ValueError(f"physics_weights[{key!r}] must be >= 0, got {value}")
+            if self.physics_learnable and value <= 0:
+                raise ValueError(
+                    f"physics_learnable=True needs positive weights (softplus parametrisation), got "
+                    f"physics_weights[{key!r}]={value}"
+                )
+            weights[str(key)] = value
+        self.physics_weights = weights
+        if self.physics_learnable and not self.physics_weights:
+            raise ValueError("physics_learnable=True needs at least one physics weight, got physics_weights={}")
+        for name in ("gravity", "gas_constant", "heat_capacity", "planet_radius", "initializer_range"):
+            value = _finite_float(name, getattr(self, name))
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+            setattr(self, name, value)
+
+    def _check_norm_table(self):
+        mean, std = self.norm_mean, self.norm_std
+        if (mean is None) != (std is None):
+            raise ValueError(
+                f"norm_mean and norm_std are given together or not at all, got norm_mean="
+                f"{'None' if mean is None else 'a table'} and norm_std={'None' if std is None else 'a table'}"
+            )
+        if mean is None:
+            return None, None
+        tables = []
+        for name, table in (("norm_mean", _as_list(mean)), ("norm_std", _as_list(std))):
+            if not isinstance(table, (list, tuple)) or len(table) != self.num_variables:
+                found = len(table) if isinstance(table, (list, tuple)) else type(table).__name__
+                raise ValueError(
+                    f"{name} must hold one row per variable: expected {self.num_variables} rows "
+                    f"(variable_names={self.variable_names}), got {found}"
+                )
+            rows = []
+            for variable, row in zip(self.variable_names, table):
+                row = _float_list(f"{name}[{variable!r}]", row)
+                if len(row) != self.num_levels:
+                    raise ValueError(
+                        f"{name}[{variable!r}] must hold one value per level: expected {self.num_levels} "
+                        f"(len(level_values)), got {len(row)}"
+                    )
+                if name == "norm_std" and any(v <= 0 for v in row):
+                    raise ValueError(f"norm_std[{variable!r}] must be positive, got {row}")
+                rows.append(row)
+            tables.append(rows)
+        return tables[0], tables[1]
+
+    def _check_planet_stats(self):
+        mean, std = self.planet_param_mean, self.planet_param_std
+        if (mean is None) != (std is None):
+            raise ValueError(
+                f"planet_param_mean and planet_param_std are given together or not at all, got "
+                f"planet_param_mean={mean} and planet_param_std={std}"
+            )
+        if mean is None:
+            return None, None
+        mean = _float_list("planet_param_mean", mean)
+        std = _float_list("planet_param_std", std)
+        for name, values in (("planet_param_mean", mean), ("planet_param_std", std)):
+            if len(values) != self.num_planet_params:
+                raise ValueError(
+                    f"{name} must hold one value per planet parameter: expected {self.num_planet_params} "
+                    f"(planet_param_names={self.planet_param_names}), got {len(values)}"
+                )
+        if any(v <= 0 for v in std):
+            raise ValueError(f"planet_param_std must be positive, got {std}")
+        return mean, std
+
+
+def _base_field_names() -> set[str]:
+    return {f.name for f in fields(PreTrainedConfig)}
+
+
+def _as_list(values):
+    # numpy arrays (from a dataset schema) become plain lists so the config stays JSON-serialisable
+    return values.tolist() if hasattr(values, "tolist") and not isinstance(values, (list, tuple)) else values
+
+
+def _str_list(name, values) -> list[str]:
+    values = _as_list(values)
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        raise ValueError(f"{name} must be a list of names, got {values!r}")
+    values = list(values)
+    if any(not isinstance(v, str) or not v for v in values):
+        raise ValueError(f"{name} must hold non-empty strings, got {values}")
+    duplicates = sorted({v for v in values if values.count(v) > 1})
+    if duplicates:
+        raise ValueError(f"{name} must be unique, got duplicates {duplicates} in {values}")
+    return values
+
+
+def _float_list(name, values) -> list[float]:
+    values = _as_list(values)
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        raise ValueError(f"{name} must be a list of numbers, got {values!r}")
+    return [_finite_float(f"{name}[{i}]", v) for i, v in enumerate(values)]
+
+
+def _finite_float(name, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+__all__ = ["DatacubeUNetConfig"]

@@ -1,0 +1,192 @@
+"""What a datacube run leaves for a person: metrics.json, plots and the model card."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from astrobio_hf.hub import build_model_card, markdown_table  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+SYSTEMS = ("model", "persistence", "climatology")
+
+
+def _metric(test: dict, system: str, name: str, variable: str) -> float:
+    return float(test.get(f"{system}/{name}/{variable}", float("nan")))
+
+
+def plot_loss_curves(history: list[dict], path: Path) -> None:
+    train = [(h["step"], h["train/loss"]) for h in history if "train/loss" in h]
+    val = [(h["step"], h["val/loss"]) for h in history if "val/loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if train:
+        ax.plot(*zip(*train), label="train (mean over log interval)")
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation (EMA weights)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (Gaussian NLL + physics)")
+    ax.set_title("Datacube U-Net training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_maps(config, inputs, truth, pred, path: Path, level: int = 0, lead: int = -1) -> None:
+    """True / predicted / error maps of one level for every variable (sample 0, geological epoch 0)."""
+    names = config.variable_names
+    units = config.variable_units or [""] * len(names)
+    lon, lat = np.asarray(config.lon_values), np.asarray(config.lat_values)
+    fig, axes = plt.subplots(len(names), 3, figsize=(12, 2.4 * len(names)), squeeze=False)
+    for v, name in enumerate(names):
+        t = truth[0, v, lead, 0, level].cpu().numpy()
+        p = pred[0, v, lead, 0, level].cpu().numpy()
+        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        for col, (field, title, cmap, vmin, vmax) in enumerate(
+            [(t, "true", "viridis", lo, hi), (p, "predicted", "viridis", lo, hi)]
+        ):
+            im = axes[v, col].pcolormesh(lon, lat, field, cmap=cmap, vmin=vmin, vmax=vmax, shading="nearest")
+            axes[v, col].set_title(f"{name} [{units[v]}] {title}", fontsize=9)
+            fig.colorbar(im, ax=axes[v, col], fraction=0.046)
+        err = p - t
+        m = float(np.abs(err).max()) or 1.0
+        im = axes[v, 2].pcolormesh(lon, lat, err, cmap="RdBu_r", vmin=-m, vmax=m, shading="nearest")
+        axes[v, 2].set_title(f"{name} error (pred - true)", fontsize=9)
+        fig.colorbar(im, ax=axes[v, 2], fraction=0.046)
+        for ax in axes[v]:
+            ax.set_ylabel("lat [deg]", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("lon [deg]", fontsize=8)
+    level_value = config.level_values[level]
+    fig.suptitle(f"Test planet, level {level_value:g} {config.level_unit}, lead step {lead % config.context_steps + 1}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_temperature_profile(config, inputs, truth, pred, path: Path, lead: int = -1) -> None:
+    """Area-weighted global mean temperature against height: truth, model, persistence."""
+    if "T" not in config.variable_names:
+        return
+    v = config.variable_names.index("T")
+    w = torch.cos(torch.deg2rad(torch.tensor(config.lat_values, dtype=torch.float64)))[:, None]
+    w = (w / w.mean()).to(truth.device)
+
+    def profile(x):  # (Z, Y, X) -> (Z,)
+        return (x.double() * w).mean(dim=(-1, -2)).cpu().numpy()
+
+    z = np.asarray(config.level_values)
+    fig, ax = plt.subplots(figsize=(4.5, 5))
+    ax.plot(profile(truth[0, v, lead, 0]), z, "k-o", label="truth")
+    ax.plot(profile(pred[0, v, lead, 0]), z, "C0--s", label="model")
+    ax.plot(profile(inputs[0, v, -1, 0]), z, "C1:^", label="persistence")
+    ax.set_xlabel("global mean T [K]")
+    ax.set_ylabel(f"level [{config.level_unit}]")
+    if config.level_unit == "Pa":
+        ax.invert_yaxis()
+    ax.set_title("Temperature profile (test planet)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(output_dir, model, test, state, schema, *, sample_loader, climatology, device, train_seconds, throughput, run_config):
+    output_dir = Path(output_dir)
+    plots = output_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    names = config.variable_names
+
+    # 1. metrics.json: everything the test pass computed, plus run facts.
+    payload = {
+        "test": test,
+        "global_step": state.global_step,
+        "train_seconds": train_seconds,
+        "train_throughput": throughput,
+        "skipped_steps": state.skipped_steps,
+        "history": state.history,
+        "config": run_config,
+    }
+    (output_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
+
+    # 2. Plots.
+    plot_loss_curves(state.history, plots / "loss_curves.png")
+    batch = next(iter(sample_loader))
+    with torch.no_grad():
+        keys = ("inputs", "labels", "planet_params", "gravity", "gas_constant", "heat_capacity", "planet_radius")
+        out = model(**{k: batch[k].to(device) for k in keys})
+    plot_maps(config, batch["inputs"], batch["labels"], out.mean.float().cpu(), plots / "maps_level0.png")
+    plot_temperature_profile(config, batch["inputs"], batch["labels"], out.mean.float().cpu(), plots / "temperature_profile.png")
+
+    # 3. Model card with the test metrics table.
+    rows = []
+    for v in names:
+        rows.append([v] + [_metric(test, s, "rmse", v) for s in SYSTEMS] + [_metric(test, "model", m, v) for m in ("acc", "r2", "nrmse", "ssim")])
+    table = markdown_table(
+        ["variable", "RMSE model", "RMSE persistence", "RMSE climatology", "ACC", "R2", "NRMSE", "SSIM"], rows
+    )
+    beats = {
+        v: _metric(test, "model", "rmse", v) < min(_metric(test, "persistence", "rmse", v), _metric(test, "climatology", "rmse", v))
+        for v in names
+    }
+    physics_names = sorted({k.split("/", 2)[2] for k in test if k.startswith("model/physics/")})  # model/physics/<name>
+    physics_rows = [[n, float(test.get(f"truth/physics/{n}", float("nan"))), float(test[f"model/physics/{n}"])] for n in physics_names]
+    physics_table = markdown_table(["constraint (dimensionless mean square)", "ground truth", "model"], physics_rows)
+    units = dict(zip(names, config.variable_units or [""] * len(names)))
+    card = build_model_card(
+        model_name="datacube-unet",
+        summary=(
+            "A 5-D climate datacube U-Net (`DatacubeUNetForForecast`, astrobio-hf) that forecasts the next "
+            f"{config.context_steps} climate steps of {', '.join(names)} on {len(config.level_values)} levels x "
+            f"{len(config.lat_values)} lat x {len(config.lon_values)} lon for {config.geological_steps} geological epochs, "
+            "conditioned on planet parameters, with a Gaussian mean and log-variance per variable."
+        ),
+        sections={
+            "Test metrics": (
+                f"Held-out test planets ({test.get('samples', 0)} windows), EMA weights of the best validation checkpoint. "
+                "Latitude-weighted RMSE (WeatherBench2 area weights) in physical units "
+                + ", ".join(f"{v} [{units[v]}]" for v in names)
+                + "; persistence repeats the last context frame, climatology is the training-set mean field.\n\n"
+                + table
+                + f"\n\nThe model beats both baselines on: {', '.join(v for v, b in beats.items() if b) or 'none'}"
+                + (f"; not on: {', '.join(v for v, b in beats.items() if not b)}." if not all(beats.values()) else ".")
+            ),
+            "Physics residuals": (
+                "Residuals of the named constraints (astrobio_hf.physics), dimensionless mean squares, on the model's "
+                "forecasts beside those of the true fields:\n\n" + physics_table
+            ),
+            "Training": (
+                f"{state.global_step} optimizer steps in {train_seconds / 60:.1f} min; data `{run_config.get('data_dir')}` "
+                f"({schema.source if hasattr(schema, 'source') else ''}); loss = Gaussian NLL + weighted physics terms "
+                f"{json.dumps(config.physics_weights)}. Full configuration in `metrics.json`."
+            ),
+            "How to use": (
+                "```python\nimport astrobio_hf  # registers the Auto classes\nfrom transformers import AutoModel\n"
+                f"model = AutoModel.from_pretrained(\"{output_dir}\")\n"
+                "out = model(inputs=cube, planet_params=params)  # cube: (B, V, Tc, Tg, Z, Y, X) in SI units\n"
+                "out.mean, out.log_variance\n```"
+            ),
+            "Plots": "![loss](plots/loss_curves.png)\n\n![maps](plots/maps_level0.png)\n\n![profile](plots/temperature_profile.png)",
+            "Limitations": (
+                "Trained on a synthetic planet ensemble (seasonal cycle, travelling wave, weather noise; hydrostatic and "
+                "ideal-gas consistent by construction). It has not seen GCM output; fine-tune on ingested NetCDF before "
+                "using it on a real model's climate."
+            ),
+        },
+        eval_results=[("rmse", f"lat-weighted RMSE {v}", _metric(test, "model", "rmse", v)) for v in names],
+        tags=["climate", "datacube", "exoplanets"],
+    )
+    card.save(str(output_dir / "README.md"))
+    logger.info("wrote %s, metrics.json and plots/", output_dir / "README.md")

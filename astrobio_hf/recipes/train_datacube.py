@@ -1,0 +1,438 @@
+"""Train the 5-D climate datacube U-Net with Accelerate on streamed Parquet shards.
+
+    accelerate launch recipes/train_datacube.py [recipes/configs/datacube/<name>.yaml] [--key value ...]
+    astrobio-hf train datacube [...]          # the same code
+
+With no arguments it synthesises the embedded default planets into data/synthetic (once), trains, then
+evaluates the EMA weights of the best checkpoint on the held-out test planets against persistence and
+climatology, and writes to runs/datacube: config.json, model.safetensors, README.md (model card),
+metrics.json, plots/, logs/ (TensorBoard) and checkpoints/.
+
+Order (DESIGN.md section 4): Accelerator; logging; data schema; config and model; EMA; optimizer; dataset;
+lr schedule from the real number of optimizer steps; prepare; resume; loop; save_pretrained; card; end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from astrobio_hf.data.schema import DatasetSchema
+from astrobio_hf.data.streaming import build_window_dataset, collate_windows, count_windows
+from astrobio_hf.data.synth import synthesize_planets
+from astrobio_hf.metrics import ForecastMetrics
+from astrobio_hf.models.datacube_unet import DatacubeUNetConfig, DatacubeUNetForForecast, build_physics_constraints
+from astrobio_hf.training import (
+    CheckpointManager,
+    NonFiniteGuard,
+    TrainingArguments,
+    TrainingState,
+    create_ema,
+    create_optimizer,
+    ema_weights,
+    parse_recipe_args,
+)
+from astrobio_hf.training.args import resolved_config
+from astrobio_hf.training.tracking import device_memory, init_trackers, model_summary, setup_logging
+
+logger = logging.getLogger("astrobio_hf.recipes.train_datacube")
+
+DEFAULT_DATA_DIR = "data/synthetic"
+CONSTANT_KEYS = ("gravity", "gas_constant", "heat_capacity", "planet_radius")
+
+
+@dataclass
+class DataArguments:
+    """Where the shards are and how windows are cut from them."""
+
+    data_dir: str = field(default=DEFAULT_DATA_DIR, metadata={"help": "Shards + schema.json; the embedded default is synthesised here when missing."})
+    n_planets: int = field(default=24, metadata={"help": "Planets in the embedded default (only when it is synthesised)."})
+    context_steps: int = field(default=4, metadata={"help": "Tc: climate steps seen; the model predicts the next Tc."})
+    stride: int = field(default=1, metadata={"help": "Climate steps between consecutive training windows."})
+    shuffle_buffer: int = field(default=256, metadata={"help": "Windows in the streaming shuffle buffer (0 = stream order)."})
+
+
+@dataclass
+class ModelArguments:
+    """Model sizes and loss terms (written into DatacubeUNetConfig)."""
+
+    base_channels: int = 24
+    depth: int = 2
+    predict_variance: bool = True
+    physics_weights: str = field(
+        default='{"hydrostatic": 0.05, "ideal_gas": 0.05, "lapse_rate": 0.05}',
+        metadata={"help": "JSON dict constraint name -> weight (names in astrobio_hf.physics.CONSTRAINT_NAMES)."},
+    )
+    physics_learnable: bool = field(default=False, metadata={"help": "Learn the physics weights (softplus, with a -log w term)."})
+    gradient_checkpointing: bool = False
+    channels_last: bool = field(default=False, metadata={"help": "Use torch.channels_last_3d memory format."})
+
+
+# ------------------------------------------------------------------------------------------------------
+# Batch -> model mapping (what differs between families)
+# ------------------------------------------------------------------------------------------------------
+def model_inputs(batch: dict, device: torch.device) -> dict:
+    """Move a collated batch to the device and name the model's keyword inputs (physical units)."""
+    keys = ("inputs", "labels", "planet_params", *CONSTANT_KEYS)
+    return {k: batch[k].to(device, non_blocking=True) for k in keys}
+
+
+def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shuffle: bool) -> DataLoader:
+    dataset = build_window_dataset(
+        data_dir,
+        split,
+        context_steps=data_args.context_steps,
+        stride=data_args.stride if split == "train" else data_args.context_steps,
+        shuffle_buffer=data_args.shuffle_buffer if shuffle else 0,
+        seed=train_args.seed,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        schema=schema,
+    )
+    return DataLoader(
+        dataset,
+        batch_size=train_args.per_device_batch_size,
+        collate_fn=collate_windows,
+        num_workers=train_args.num_workers,
+    )
+
+
+def batches_per_epoch(schema, data_args, train_args, accelerator) -> int:
+    """Micro-batches every process runs per epoch: the smallest per-process count (so DDP ranks stay in
+    step), rounded down to a whole number of accumulation cycles."""
+    per_rank = [
+        count_windows(schema, "train", data_args.context_steps, data_args.stride, rank=r, world_size=accelerator.num_processes)
+        for r in range(accelerator.num_processes)
+    ]
+    n = min(per_rank) // train_args.per_device_batch_size
+    n -= n % train_args.gradient_accumulation_steps
+    if n == 0:
+        raise ValueError(
+            f"expected at least {train_args.per_device_batch_size * train_args.gradient_accumulation_steps} training "
+            f"windows per process, found {min(per_rank)} (per process: {per_rank}); use more data or a smaller batch"
+        )
+    return n
+
+
+class LoopTimer:
+    """Samples per second of the optimizer steps themselves: `pause()` before evaluation or checkpoint
+    work makes the next `step()` restart the clock, so that time is not counted; the first
+    `skip_steps` steps (allocator and kernel warm-up) are not counted either."""
+
+    def __init__(self, skip_steps: int = 2):
+        self.skip_steps, self.steps, self.seconds, self.samples = skip_steps, 0, 0.0, 0
+        self._last = None
+
+    def step(self, samples: int) -> None:
+        now = time.perf_counter()
+        self.steps += 1
+        if self._last is not None and self.steps > self.skip_steps:
+            self.seconds += now - self._last
+            self.samples += samples
+        self._last = now
+
+    def pause(self) -> None:
+        self._last = None
+
+    def summary(self) -> dict:
+        rate = self.samples / self.seconds if self.seconds else float("nan")
+        return {"timed_steps": max(0, self.steps - self.skip_steps), "seconds": self.seconds, "samples_per_second": rate}
+
+
+# ------------------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def compute_climatology(loader, accelerator) -> torch.Tensor:
+    """Mean target field per (variable, level, lat, lon) over the training windows: the climatology
+    baseline and the reference for the anomaly correlation. Reduced exactly across processes."""
+    total, count = None, torch.zeros((), device=accelerator.device, dtype=torch.float64)
+    for batch in loader:
+        labels = batch["labels"].to(accelerator.device, dtype=torch.float64)  # (B, V, Tc, Tg, Z, Y, X)
+        s = labels.sum(dim=(0, 2, 3))  # (V, Z, Y, X)
+        total = s if total is None else total + s
+        count += labels.shape[0] * labels.shape[2] * labels.shape[3]
+    total = accelerator.reduce(total, reduction="sum")
+    count = accelerator.reduce(count, reduction="sum")
+    return (total / count).float()[:, None, None]  # (V, 1, 1, Z, Y, X): broadcasts over Tc, Tg
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator, climatology, with_baselines=False, max_batches=0) -> dict:
+    """Validation/test pass with the unwrapped model (no DDP collectives inside, so per-rank batch
+    counts may differ). Returns the mean loss terms and every forecast metric, reduced over processes."""
+    model.eval()
+    config = model.config
+    physics = build_physics_constraints(config, weights={}).to(accelerator.device)  # residuals of every system
+    # SSIM compares (Y, X) maps of one level; its data range per variable is 6 within-level standard
+    # deviations (from the normalisation statistics), i.e. roughly the span of the values in one map.
+    data_range = {v: 6.0 * float(torch.tensor(std).mean()) for v, std in zip(config.variable_names, config.norm_std)}
+    make = lambda: ForecastMetrics(  # noqa: E731
+        config.lat_values, config.variable_names, data_range, len(config.level_values), physics_names=physics.available()
+    ).to(accelerator.device)
+    systems = {"model": make()}
+    if with_baselines:
+        systems.update(persistence=make(), climatology=make(), truth=make())
+    sums = torch.zeros(3, device=accelerator.device, dtype=torch.float64)  # loss, nll, samples
+    for i, batch in enumerate(loader):
+        if max_batches and i >= max_batches:
+            break
+        inputs = model_inputs(batch, accelerator.device)
+        with accelerator.autocast():
+            out = model(**inputs)
+        n = inputs["inputs"].shape[0]
+        sums += torch.stack([out.loss.double() * n, out.nll.double() * n, torch.tensor(n, device=sums.device, dtype=torch.float64)])
+        target = inputs["labels"]
+        constants = {k: inputs[k] for k in CONSTANT_KEYS}
+        clim = climatology.unsqueeze(0).expand_as(target)
+        forecasts = {"model": out.mean.float()}
+        if with_baselines:
+            forecasts["persistence"] = inputs["inputs"][:, :, -1:].expand_as(target)  # the last context frame
+            forecasts["climatology"] = clim
+            forecasts["truth"] = target
+        for system, forecast in forecasts.items():
+            residuals = {k: v.float() for k, v in physics.residuals(forecast, **constants).items()}
+            systems[system].update(forecast, target, clim, physics_residuals=residuals)
+    sums = accelerator.reduce(sums, reduction="sum")
+    result = {"loss": (sums[0] / sums[2]).item(), "nll": (sums[1] / sums[2]).item(), "samples": int(sums[2].item())}
+    for system, metric in systems.items():
+        for key, value in metric.compute().items():
+            result[f"{system}/{key}"] = value
+    model.train()
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------
+# The recipe
+# ------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict:
+    data_args, model_args, train_args = parse_recipe_args(
+        (DataArguments, ModelArguments, TrainingArguments), sys.argv[1:] if argv is None else argv
+    )
+    output_dir = Path(train_args.output_dir)
+    report_to = [n for n in train_args.report_to.split(",") if n and n != "none"]
+
+    # 1. Accelerator (hardware and mixed precision come from the accelerate config) and logging.
+    accelerator = Accelerator(
+        gradient_accumulation_steps=train_args.gradient_accumulation_steps,
+        # total_steps below already counts global optimizer steps: step the schedule once per step.
+        step_scheduler_with_optimizer=False,
+        log_with=report_to or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    setup_logging(accelerator)
+    set_seed(train_args.seed)
+    started = time.perf_counter()
+
+    # 2. Data schema (the embedded default is synthesised on first use, by one process).
+    with accelerator.main_process_first():
+        if data_args.data_dir == DEFAULT_DATA_DIR and not (Path(DEFAULT_DATA_DIR) / "schema.json").is_file():
+            if accelerator.is_main_process:
+                logger.info("synthesising the embedded default (%d planets) into %s", data_args.n_planets, DEFAULT_DATA_DIR)
+                synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
+        schema = DatasetSchema.from_dir(data_args.data_dir)
+
+    # 3. Config and model; sizes, grid and normalisation come from the schema.
+    config = DatacubeUNetConfig.from_schema(
+        schema,
+        context_steps=data_args.context_steps,
+        base_channels=model_args.base_channels,
+        depth=model_args.depth,
+        predict_variance=model_args.predict_variance,
+        physics_weights=json.loads(model_args.physics_weights),
+        physics_learnable=model_args.physics_learnable,
+    )
+    model = DatacubeUNetForForecast(config)
+    if model_args.gradient_checkpointing:
+        model.activation_checkpointing_enable()
+    if model_args.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    logger.info("model summary\n%s", model_summary(model))
+
+    # 4. EMA (diffusers), registered for checkpointing below.
+    ema = create_ema(model, train_args.ema_decay)
+
+    # 5. Optimizer: no decay on biases and norms; fused AdamW where supported.
+    optimizer = create_optimizer(
+        model, train_args.learning_rate, train_args.weight_decay, (train_args.adam_beta1, train_args.adam_beta2)
+    )
+
+    # 6. Datasets, streamed and split across processes without duplication.
+    with accelerator.main_process_first():
+        train_loader = make_loader(data_args.data_dir, "train", schema, data_args, train_args, accelerator, shuffle=True)
+        val_loader = make_loader(data_args.data_dir, "validation", schema, data_args, train_args, accelerator, shuffle=False)
+        test_loader = make_loader(data_args.data_dir, "test", schema, data_args, train_args, accelerator, shuffle=False)
+
+    climatology = compute_climatology(
+        make_loader(data_args.data_dir, "train", schema, data_args, train_args, accelerator, shuffle=False), accelerator
+    )  # (V, 1, 1, Z, Y, X): the climatology baseline and the ACC reference
+
+    # 7. LR schedule from the real number of optimizer steps.
+    micro_per_epoch = batches_per_epoch(schema, data_args, train_args, accelerator)
+    steps_per_epoch = micro_per_epoch // train_args.gradient_accumulation_steps
+    total_steps = train_args.max_steps or steps_per_epoch * train_args.num_epochs
+    lr_scheduler = get_cosine_schedule_with_warmup(
+        optimizer, num_warmup_steps=math.ceil(train_args.warmup_ratio * total_steps), num_training_steps=total_steps
+    )
+    logger.info(
+        "%d training windows, %d micro-batches/epoch/process, %d optimizer steps in all (global batch %d)",
+        count_windows(schema, "train", data_args.context_steps, data_args.stride),
+        micro_per_epoch, total_steps,
+        train_args.per_device_batch_size * accelerator.num_processes * train_args.gradient_accumulation_steps,
+    )
+
+    # 8. prepare (the streamed loaders are already split by node, so they are not prepared).
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    if train_args.torch_compile:
+        model = torch.compile(model)
+    unwrapped = accelerator.unwrap_model(model)
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    checkpoints = CheckpointManager(accelerator, output_dir, keep=train_args.keep_checkpoints)
+    guard = NonFiniteGuard(accelerator, train_args.max_nonfinite_steps)
+    init_trackers(accelerator, "datacube", ",".join(report_to), resolved_config(data_args, model_args, train_args), str(output_dir))
+    if accelerator.is_main_process:
+        (output_dir / "run_info.txt").write_text(
+            f"distributed_type={accelerator.distributed_type} num_processes={accelerator.num_processes} "
+            f"device={accelerator.device} mixed_precision={accelerator.mixed_precision}\n"
+        )
+
+    # 9. Resume: weights, optimizer, scheduler, EMA, RNG and the data position.
+    resume_from = checkpoints.resolve_resume(train_args.resume)
+    if resume_from is not None:
+        checkpoints.load(resume_from)
+        logger.info("resuming at step %d (epoch %d, batch %d)", state.global_step, state.epoch, state.batches_in_epoch)
+
+    # 10. The loop.
+    progress = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_main_process, desc="train")
+    running = torch.zeros(2, device=accelerator.device)  # loss sum, micro-batches since the last log
+    stop = state.global_step >= total_steps
+    timer = LoopTimer(skip_steps=2)  # training-loop throughput, without evaluation and checkpoint time
+    model.train()
+    while not stop:
+        train_loader.dataset.set_epoch(state.epoch)
+        batches = iter(train_loader)
+        for _ in range(state.batches_in_epoch):  # replay the seeded stream up to the saved position
+            next(batches)
+        while state.batches_in_epoch < micro_per_epoch:
+            batch = next(batches)
+            state.batches_in_epoch += 1
+            with accelerator.accumulate(model):
+                out = model(**model_inputs(batch, accelerator.device))
+                loss = out.loss
+                accelerator.backward(loss)
+                grad_norm = None
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm or float("inf"))
+                    step_ok = guard.check(loss, grad_norm)
+                else:
+                    step_ok = True
+                if step_ok:
+                    optimizer.step()
+                    if accelerator.sync_gradients:
+                        lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            running += torch.stack([loss.detach().float(), torch.ones((), device=running.device)])
+            if not accelerator.sync_gradients:
+                continue
+            if not step_ok:
+                state.skipped_steps += 1
+                continue
+
+            # Only on optimizer steps: EMA, counting, logging, validation, checkpoints.
+            if ema is not None:
+                ema.step([p for p in unwrapped.parameters() if p.requires_grad])
+            state.global_step += 1
+            timer.step(samples=train_args.per_device_batch_size * accelerator.num_processes * train_args.gradient_accumulation_steps)
+            progress.update(1)
+            if state.global_step % train_args.log_every == 0 or state.global_step == total_steps:
+                mean_loss = accelerator.reduce(running[0] / running[1], reduction="mean").item()
+                running.zero_()
+                logs = {
+                    "train/loss": mean_loss,
+                    "train/nll": out.nll.detach().float().item(),
+                    "train/physics_loss": out.physics_loss.detach().float().item(),
+                    "train/lr": lr_scheduler.get_last_lr()[0],
+                    "train/grad_norm": float(grad_norm),
+                    "train/skipped_steps": state.skipped_steps,
+                    "train/epoch": state.epoch + state.batches_in_epoch / micro_per_epoch,
+                    **{f"physics/{k}": v.detach().float().item() for k, v in out.physics_terms.items()},
+                    **device_memory(accelerator.device),
+                }
+                accelerator.log(logs, step=state.global_step)
+                state.history.append({"step": state.global_step, "train/loss": mean_loss})
+                progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{logs['train/lr']:.2e}")
+
+            end_of_epoch = state.batches_in_epoch >= micro_per_epoch
+            do_eval = (train_args.eval_every and state.global_step % train_args.eval_every == 0) or end_of_epoch or state.global_step == total_steps
+            is_best = False
+            if do_eval:
+                timer.pause()
+                with ema_weights(ema, unwrapped):
+                    val = evaluate(unwrapped, val_loader, accelerator, climatology)
+                metric = val["loss"]
+                is_best = state.best_metric is None or metric < state.best_metric
+                if is_best:
+                    state.best_metric, state.evals_without_improvement = metric, 0
+                else:
+                    state.evals_without_improvement += 1
+                accelerator.log(
+                    {"val/loss": metric, "val/nrmse": val["model/nrmse"], **{f"val/rmse/{v}": val[f"model/rmse/{v}"] for v in config.variable_names}},
+                    step=state.global_step,
+                )
+                state.history.append({"step": state.global_step, "val/loss": metric})
+                logger.info("step %d: val loss %.4f%s", state.global_step, metric, " (best)" if is_best else "")
+            stop = state.global_step >= total_steps or (
+                train_args.early_stopping_patience and state.evals_without_improvement >= train_args.early_stopping_patience
+            )
+            if end_of_epoch:
+                state.epoch += 1
+                state.batches_in_epoch = 0
+            if state.global_step % train_args.checkpoint_every == 0 or is_best or stop or end_of_epoch:
+                timer.pause()
+                checkpoints.save(state.global_step, metric=state.best_metric if is_best else None, is_best=is_best)
+            if stop:
+                break
+    progress.close()
+    if train_args.early_stopping_patience and state.evals_without_improvement >= train_args.early_stopping_patience:
+        logger.info("early stopping: %d validations without improvement", state.evals_without_improvement)
+
+    # 11. Final model = EMA weights of the best checkpoint; test on held-out planets with baselines.
+    best = checkpoints.best()
+    if best is not None and best != checkpoints.last():
+        checkpoints.load(best)
+    with ema_weights(ema, unwrapped):
+        test = evaluate(unwrapped, test_loader, accelerator, climatology=climatology, with_baselines=True)
+        if accelerator.is_main_process:
+            unwrapped.save_pretrained(output_dir, safe_serialization=True)
+            from astrobio_hf.recipes.datacube_report import write_report
+
+            write_report(
+                output_dir, unwrapped, test, state, schema,
+                sample_loader=make_loader(data_args.data_dir, "test", schema, data_args, train_args, accelerator, shuffle=False),
+                climatology=climatology, device=accelerator.device,
+                train_seconds=time.perf_counter() - started, throughput=timer.summary(), run_config=resolved_config(data_args, model_args, train_args),
+            )
+    accelerator.log({f"test/{k}": v for k, v in test.items() if isinstance(v, (int, float))}, step=state.global_step)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return test
+
+
+if __name__ == "__main__":
+    main()
