@@ -25,7 +25,9 @@ in which shard) and normalisation statistics computed on the train split only:
 
 * ``norm_mean`` / ``norm_std``: (V, Z) mean and standard deviation per variable and level, over time,
   geological time, lat, lon and all train series (unweighted);
-* ``planet_param_mean`` / ``planet_param_std``: (P,) over the train series.
+* ``planet_param_mean`` / ``planet_param_std``: (P,) over the train series;
+* ``tendency_std``: (V, Z) root mean square of the one-step change along climate time (x[t+1] - x[t]),
+  the natural scale of what a forecaster must predict (0 -> 1.0 as above; 1.0 when T = 1).
 
 A standard deviation of exactly 0 (a constant variable or parameter, e.g. the planet constants of a
 dataset that holds one planet) is stored as 1.0 so that normalising gives ``x - mean``; this is the only
@@ -131,6 +133,7 @@ class DatasetSchema:
         splits: split name -> list of :class:`ShardInfo`.
         norm_mean, norm_std: (V, Z) statistics of the train split.
         planet_param_mean, planet_param_std: (P,) statistics of the train split.
+        tendency_std: (V, Z) RMS one-step change along climate time on the train split (None in old schemas).
         axis_names: names of the cube axes (V, Tc, Tg, Z, Y, X).
         constant_statistics: names of the statistics whose std was 0 and is stored as 1.0.
         extra: free-form JSON metadata (e.g. ingestion details).
@@ -156,6 +159,7 @@ class DatasetSchema:
     norm_std: list[list[float]]
     planet_param_mean: list[float]
     planet_param_std: list[float]
+    tendency_std: list[list[float]] | None = None
     axis_names: list[str] = field(default_factory=lambda: list(AXIS_NAMES))
     constant_statistics: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -281,6 +285,7 @@ class DatasetSchema:
             ("norm_std", self.norm_std, (V, Z)),
             ("planet_param_mean", self.planet_param_mean, (P,)),
             ("planet_param_std", self.planet_param_std, (P,)),
+            *((("tendency_std", self.tendency_std, (V, Z)),) if self.tendency_std is not None else ()),
         ):
             got = np.asarray(arr, dtype=np.float64).shape
             if P == 0 and shape == (0,) and got in ((0,),):
@@ -495,12 +500,17 @@ def write_dataset(
     stat_split = "train" if "train" in splits else next(iter(splits))
     s1 = np.zeros((V, Z))
     s2 = np.zeros((V, Z))
-    count = 0
+    d2 = np.zeros((V, Z))
+    count = d_count = 0
     for s in splits[stat_split]:
         f = np.asarray(s.fields, dtype=np.float64)  # (V, T, Tg, Z, Y, X)
         s1 += f.sum(axis=(1, 2, 4, 5))
         s2 += (f * f).sum(axis=(1, 2, 4, 5))
         count += f.shape[1] * Tg * Y * X
+        d = np.diff(f, axis=1)  # (V, T-1, Tg, Z, Y, X): one-step changes
+        d2 += (d * d).sum(axis=(1, 2, 4, 5))
+        d_count += d.shape[1] * Tg * Y * X
+    tendency = np.sqrt(d2 / d_count) if d_count else np.ones((V, Z))
     mean = s1 / count
     std = np.sqrt(np.maximum(s2 / count - mean * mean, 0.0))
     params = np.stack([np.asarray(s.planet_params, dtype=np.float64).reshape(-1) for s in splits[stat_split]])
@@ -513,6 +523,9 @@ def write_dataset(
             if std[i, k] <= tol * max(1.0, abs(mean[i, k])):
                 constant_stats.append(f"norm_std[{variable_names[i]}][{k}]")
                 std[i, k] = 1.0
+            if tendency[i, k] <= tol * max(1.0, abs(mean[i, k])):
+                constant_stats.append(f"tendency_std[{variable_names[i]}][{k}]")
+                tendency[i, k] = 1.0
     for j in range(P):
         if p_std[j] <= tol * max(1.0, abs(p_mean[j])):
             constant_stats.append(f"planet_param_std[{planet_param_names[j]}]")
@@ -566,6 +579,7 @@ def write_dataset(
         norm_std=std.tolist(),
         planet_param_mean=p_mean.tolist(),
         planet_param_std=p_std.tolist(),
+        tendency_std=tendency.tolist(),
         constant_statistics=constant_stats,
         extra=dict(extra or {}),
     )

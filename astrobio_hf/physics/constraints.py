@@ -189,7 +189,10 @@ class PhysicsConstraints(nn.Module):
         """Weighted physics loss: ``(total, terms)``.
 
         ``terms[name]`` is the batch mean of the dimensionless residual of each weighted constraint
-        (scalar tensors, for logging); ``total = sum_k w_k terms[k]`` (learnable: ``+ sum_k -log w_k``).
+        (scalar tensors, for logging). ``total = sum_k w_k mean_b log1p(r_k[b])`` (learnable:
+        ``+ sum_k -log w_k``): log1p equals the mean square for small residuals (the regime of a trained
+        model) and keeps the gradient bounded when an early, untrained prediction is physically absurd
+        (p near 0 gives an ideal-gas residual of 1e9), so one such sample cannot swamp the data loss.
         """
         per_sample = self._evaluate(fields, self._names, gravity, gas_constant, heat_capacity, planet_radius)
         terms = {n: r.mean() for n, r in per_sample.items()}
@@ -197,7 +200,7 @@ class PhysicsConstraints(nn.Module):
         total = fields.new_zeros((), dtype=self._dtype(fields))
         for name in self._names:
             w = weights[name].to(total.dtype)
-            total = total + w * terms[name]
+            total = total + w * torch.log1p(per_sample[name]).mean()
             if self.learnable:
                 total = total - torch.log(w)
         return total, terms

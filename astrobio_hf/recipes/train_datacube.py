@@ -14,6 +14,7 @@ lr schedule from the real number of optimizer steps; prepare; resume; loop; save
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> dict:
             if state.global_step % train_args.checkpoint_every == 0 or is_best or stop or end_of_epoch:
                 timer.pause()
                 checkpoints.save(state.global_step, metric=state.best_metric if is_best else None, is_best=is_best)
-            if stop:
+            if stop or end_of_epoch:
                 break
     progress.close()
     if train_args.early_stopping_patience and state.evals_without_improvement >= train_args.early_stopping_patience:
@@ -415,7 +416,9 @@ def main(argv: list[str] | None = None) -> dict:
     # 11. Final model = EMA weights of the best checkpoint; test on held-out planets with baselines.
     best = checkpoints.best()
     if best is not None and best != checkpoints.last():
-        checkpoints.load(best)
+        final_state = copy.deepcopy(state.state_dict())
+        checkpoints.load(best)  # weights + EMA of the best validation step ...
+        state.load_state_dict(final_state)  # ... but the run's own counters and history
     with ema_weights(ema, unwrapped):
         test = evaluate(unwrapped, test_loader, accelerator, climatology=climatology, with_baselines=True)
         if accelerator.is_main_process:

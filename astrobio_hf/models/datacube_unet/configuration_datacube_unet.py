@@ -61,6 +61,7 @@ _SCHEMA_FIELDS = (
     "norm_std",
     "planet_param_mean",
     "planet_param_std",
+    "tendency_std",
 )
 _LEVEL_UNITS = ("m", "Pa")
 _BOUNDARY_PADDINGS = ("zeros", "replicate")
@@ -122,6 +123,11 @@ class DatacubeUNetConfig(PreTrainedConfig):
         planet_param_std (`list[float]`, *optional*):
             Standard deviation of each planet parameter (P values, positive); `None` means 1. Given together with
             `planet_param_mean`.
+        tendency_std (`list[list[float]]`, *optional*):
+            Per variable per level RMS of the one-step change along climate time (V x Z, positive), from the
+            dataset schema. The head predicts the change from the last context frame, and its log-variance, in
+            these units, so a variable whose forecast changes are tiny next to its spread across planets (pressure
+            at a height level) is still learnt precisely. `None` means `norm_std` (changes in normalised units).
         context_steps (`int`, defaults to 4):
             Tc: climate steps in the input window and in the forecast (labels cover the next Tc steps).
         geological_steps (`int`, defaults to 1):
@@ -177,6 +183,7 @@ class DatacubeUNetConfig(PreTrainedConfig):
     norm_std: list[list[float]] | None = None
     planet_param_mean: list[float] | None = None
     planet_param_std: list[float] | None = None
+    tendency_std: list[list[float]] | None = None
     # 6. Time axes
     context_steps: int = 4
     geological_steps: int = 1
@@ -207,9 +214,11 @@ class DatacubeUNetConfig(PreTrainedConfig):
         attribute so that models do not import `data`): variable and planet parameter names, grid, normalisation
         statistics, and `geological_steps = len(schema.geological_time_values)`. `kwargs` set the other fields
         (sizes, `context_steps`, physics); giving a schema field there too is an error, as is an unknown key."""
-        from_schema = {name: getattr(schema, name) for name in _SCHEMA_FIELDS}
+        from_schema = {name: getattr(schema, name) for name in _SCHEMA_FIELDS if name != "tendency_std"}
+        from_schema["tendency_std"] = getattr(schema, "tendency_std", None)  # absent from older schemas
         from_schema["geological_steps"] = len(schema.geological_time_values)
-        from_schema["variable_units"] = [schema.units[name] for name in schema.variable_names]
+        units = getattr(schema, "units", None)
+        from_schema["variable_units"] = [units[name] for name in schema.variable_names] if units else None
         clash = sorted(set(from_schema) & set(kwargs))
         if clash:
             raise ValueError(f"{clash} come from the dataset schema; do not pass them to from_schema as well")
@@ -327,6 +336,15 @@ class DatacubeUNetConfig(PreTrainedConfig):
         # 5. Normalisation statistics
         self.norm_mean, self.norm_std = self._check_norm_table()
         self.planet_param_mean, self.planet_param_std = self._check_planet_stats()
+        if self.tendency_std is not None:
+            table = _as_list(self.tendency_std)
+            rows = [_float_list(f"tendency_std[{v!r}]", row) for v, row in zip(self.variable_names, table)]
+            if len(table) != self.num_variables or any(len(r) != self.num_levels or min(r) <= 0 for r in rows):
+                raise ValueError(
+                    f"tendency_std must be {self.num_variables} rows (variable_names={self.variable_names}) of "
+                    f"{self.num_levels} positive values (len(level_values)), got {table}"
+                )
+            self.tendency_std = rows
 
         # 6. Physics
         if not isinstance(self.physics_weights, dict):

@@ -128,6 +128,12 @@ def _normalisation_tensors(config: DatacubeUNetConfig) -> dict[str, torch.Tensor
         "norm_std": table(config.norm_std, (V, Z), 1.0),
         "planet_mean": table(config.planet_param_mean, (P,), 0.0),
         "planet_std": table(config.planet_param_std, (P,), 1.0),
+        # the forecast change's unit, in normalised units (tendency_std / norm_std); 1 without tendency_std
+        "tendency_scale": (
+            torch.ones(V, Z)
+            if config.tendency_std is None
+            else torch.tensor(config.tendency_std, dtype=torch.float32) / table(config.norm_std, (V, Z), 1.0)
+        ),
     }
 
 
@@ -423,26 +429,28 @@ class DatacubeUNetForForecast(DatacubeUNetPreTrainedModel):
         # (S, B, V, Tc, Tg, Z, Y, X)
         out = rearrange(out, "(b tg) (s v tc) z y x -> s b v tc tg z y x", tg=Tg, v=V, tc=Tc)
 
-        # 3. Residual around the last context frame (normalised units): the model starts at persistence
-        mean_normalized = normalized[:, :, -1:] + out[0]  # (B, V, Tc, Tg, Z, Y, X)
-        log_variance_normalized = None
+        # 3. Residual around the last context frame, in tendency units (tendency_std, see the config): the
+        #    model starts at persistence, and the change it predicts is O(1) for every variable and level
+        scale = rearrange(self.unet.tendency_scale, "v z -> 1 v 1 1 z 1 1")  # normalised units per tendency unit
+        mean_normalized = normalized[:, :, -1:] + out[0] * scale  # (B, V, Tc, Tg, Z, Y, X)
+        log_variance_tendency = None
         if config.predict_variance:
-            log_variance_normalized = _LOG_VARIANCE_BOUND * torch.tanh(out[1] / _LOG_VARIANCE_BOUND)
+            log_variance_tendency = _LOG_VARIANCE_BOUND * torch.tanh(out[1] / _LOG_VARIANCE_BOUND)
 
         # 4. Back to physical units
         norm_mean = rearrange(self.unet.norm_mean, "v z -> 1 v 1 1 z 1 1")
         norm_std = rearrange(self.unet.norm_std, "v z -> 1 v 1 1 z 1 1")
         mean = mean_normalized * norm_std + norm_mean  # (B, V, Tc, Tg, Z, Y, X), physical
         log_variance = None
-        if log_variance_normalized is not None:
-            log_variance = log_variance_normalized + 2 * torch.log(norm_std)  # (B, V, Tc, Tg, Z, Y, X), physical
+        if log_variance_tendency is not None:
+            log_variance = log_variance_tendency + 2 * torch.log(scale * norm_std)  # (B, V, Tc, Tg, Z, Y, X), physical
 
         if labels is None:
             return DatacubeForecastOutput(mean=mean, log_variance=log_variance)
 
-        # 5. Loss: Gaussian NLL in normalised units + weighted physics terms on the physical mean
+        # 5. Loss: Gaussian NLL in tendency units + weighted physics terms on the physical mean
         labels_normalized = (labels - norm_mean) / norm_std  # (B, V, Tc, Tg, Z, Y, X)
-        nll = _gaussian_nll(labels_normalized, mean_normalized, log_variance_normalized)
+        nll = _gaussian_nll(labels_normalized / scale, mean_normalized / scale, log_variance_tendency)
         if self.physics is not None:
             physics_loss, physics_terms = self.physics(mean, **constants)
         else:
