@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 FAMILIES = {"datacube": "astrobio_hf.recipes.train_datacube"}
@@ -51,8 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; bad input (ValueError, FileNotFoundError) is reported as one line, exit status 2.
+    Set ASTROBIO_HF_TRACEBACK=1 to see the full traceback instead."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get("ASTROBIO_HF_TRACEBACK"):
+            raise
+        print(f"astrobio-hf: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
 
     if args.command == "data":
         if args.data_command == "synth":

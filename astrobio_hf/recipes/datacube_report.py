@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -74,32 +75,62 @@ def plot_maps(config, inputs, truth, pred, path: Path, level: int = 0, lead: int
     plt.close(fig)
 
 
-def plot_temperature_profile(config, inputs, truth, pred, path: Path, lead: int = -1) -> None:
-    """Area-weighted global mean temperature against height: truth, model, persistence."""
+def plot_temperature_profile(config, inputs, truth, pred, path: Path, lapse_rates: dict | None = None, lead: int = -1) -> None:
+    """Left: the temperature profile of one column (equator, first longitude): truth, model, persistence.
+    Right: the error of the area-weighted global-mean profile, model and persistence. The title gives the
+    mean lapse rate (K/km) of the true and forecast fields."""
     if "T" not in config.variable_names:
         return
     v = config.variable_names.index("T")
-    w = torch.cos(torch.deg2rad(torch.tensor(config.lat_values, dtype=torch.float64)))[:, None]
-    w = (w / w.mean()).to(truth.device)
+    lat = torch.tensor(config.lat_values, dtype=torch.float64)
+    w = torch.cos(torch.deg2rad(lat))[:, None]
+    w = w / w.mean()
+    j = int(torch.argmin(lat.abs()))
 
-    def profile(x):  # (Z, Y, X) -> (Z,)
-        return (x.double() * w).mean(dim=(-1, -2)).cpu().numpy()
+    def global_mean(x):  # (Z, Y, X) -> (Z,)
+        return (x.double() * w).mean(dim=(-1, -2)).numpy()
 
     z = np.asarray(config.level_values)
-    fig, ax = plt.subplots(figsize=(4.5, 5))
-    ax.plot(profile(truth[0, v, lead, 0]), z, "k-o", label="truth")
-    ax.plot(profile(pred[0, v, lead, 0]), z, "C0--s", label="model")
-    ax.plot(profile(inputs[0, v, -1, 0]), z, "C1:^", label="persistence")
-    ax.set_xlabel("global mean T [K]")
-    ax.set_ylabel(f"level [{config.level_unit}]")
-    if config.level_unit == "Pa":
-        ax.invert_yaxis()
-    ax.set_title("Temperature profile (test planet)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    t, p, pers = truth[0, v, lead, 0], pred[0, v, lead, 0], inputs[0, v, -1, 0]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4.8), sharey=True)
+    left.plot(t[:, j, 0].numpy(), z, "k-o", label="truth")
+    left.plot(p[:, j, 0].numpy(), z, "C0--s", label="model")
+    left.plot(pers[:, j, 0].numpy(), z, "C1:^", label="persistence")
+    left.set_xlabel(f"T [K] at lat {config.lat_values[j]:.1f}, lon {config.lon_values[0]:.0f}")
+    left.set_ylabel(f"level [{config.level_unit}]")
+    left.legend()
+    right.axvline(0, color="k", lw=0.8)
+    right.plot(global_mean(p) - global_mean(t), z, "C0--s", label="model - truth")
+    right.plot(global_mean(pers) - global_mean(t), z, "C1:^", label="persistence - truth")
+    right.set_xlabel("global-mean T error [K]")
+    right.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+    right.legend()
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if config.level_unit == "Pa":
+            ax.invert_yaxis()
+    title = "Temperature profile, test planet"
+    if lapse_rates:
+        title += f" (mean lapse rate: truth {lapse_rates['truth']:.2f} K/km, model {lapse_rates['model']:.2f} K/km)"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _mean_lapse_rates(model, batch, pred) -> dict | None:
+    """Mean lapse rate (K/km) of the true and the forecast fields of the plotted batch."""
+    from astrobio_hf.models.datacube_unet import build_physics_constraints
+
+    physics = build_physics_constraints(model.config, weights={})
+    if "lapse_rate" not in physics.available():
+        return None
+    constants = {k: batch[k] for k in ("gravity", "gas_constant", "heat_capacity", "planet_radius")}
+    key = "mean_lapse_rate_K_per_km"
+    return {
+        "truth": float(physics.diagnostics(batch["labels"], **constants)[key][0]),
+        "model": float(physics.diagnostics(pred, **constants)[key][0]),
+    }
 
 
 def write_report(output_dir, model, test, state, schema, *, sample_loader, climatology, device, train_seconds, throughput, run_config):
@@ -128,7 +159,8 @@ def write_report(output_dir, model, test, state, schema, *, sample_loader, clima
         keys = ("inputs", "labels", "planet_params", "gravity", "gas_constant", "heat_capacity", "planet_radius")
         out = model(**{k: batch[k].to(device) for k in keys})
     plot_maps(config, batch["inputs"], batch["labels"], out.mean.float().cpu(), plots / "maps_level0.png")
-    plot_temperature_profile(config, batch["inputs"], batch["labels"], out.mean.float().cpu(), plots / "temperature_profile.png")
+    lapse = _mean_lapse_rates(model, batch, out.mean.float().cpu())
+    plot_temperature_profile(config, batch["inputs"], batch["labels"], out.mean.float().cpu(), plots / "temperature_profile.png", lapse)
 
     # 3. Model card with the test metrics table.
     rows = []
