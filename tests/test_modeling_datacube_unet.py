@@ -405,3 +405,20 @@ def test_golden_outputs():
     torch.testing.assert_close(out.mean, tensors["expected_mean"], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out.log_variance, tensors["expected_log_variance"], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out.nll, tensors["expected_nll"], rtol=1e-4, atol=1e-5)
+
+
+def test_truncated_weights_file_is_one_clear_error(tmp_path):
+    """A model.safetensors cut short (a crashed copy, a partial download) names the checkpoint."""
+    import shutil
+
+    from transformers import AutoModel
+
+    import astrobio_hf  # noqa: F401
+
+    golden = Path(__file__).parent / "fixtures" / "datacube_unet_golden"
+    shutil.copytree(golden, tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        AutoModel.from_pretrained(tmp_path / "model")

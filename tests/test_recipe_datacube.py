@@ -87,10 +87,11 @@ def test_recipe_runs_writes_artifacts_and_resumes(tiny_data, tmp_path):
     model = AutoModel.from_pretrained(out)
     assert type(model).__name__ == "DatacubeUNetForForecast"
 
-    # Resume from the last checkpoint and train further.
-    proc = _run("cpu.yaml", out, tiny_data, "--max_steps", "8")
+    # Resume from the last checkpoint and train further, now also logging to wandb (offline).
+    proc = _run("cpu.yaml", out, tiny_data, "--max_steps", "8", "--report_to", "tensorboard,wandb")
     assert "resumed from" in proc.stderr + proc.stdout
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 8
+    assert list((out / "wandb").glob("offline-run-*")), "no offline wandb run"
 
 
 def test_exact_resume_after_sigkill(tiny_data, tmp_path):

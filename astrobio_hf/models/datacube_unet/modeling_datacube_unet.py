@@ -26,6 +26,7 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from ...physics.constraints import PhysicsConstraints
+from ..loading import ClearLoadingErrorsMixin
 from .configuration_datacube_unet import DatacubeUNetConfig
 
 
@@ -234,7 +235,7 @@ class DatacubeUNetUpsample(nn.Module):
 # ------------------------------------------------------------------------------------------------------------
 # Pre-trained model base
 # ------------------------------------------------------------------------------------------------------------
-class DatacubeUNetPreTrainedModel(PreTrainedModel):
+class DatacubeUNetPreTrainedModel(ClearLoadingErrorsMixin, PreTrainedModel):
     config_class = DatacubeUNetConfig
     config: DatacubeUNetConfig
     base_model_prefix = "unet"
