@@ -146,3 +146,23 @@ def test_two_process_gloo_matches_one_process(tiny_data, tmp_path):
     lr = m1["config"]["learning_rate"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=3 * 2 * lr)
+
+
+def test_early_stopping_and_bf16_on_cpu(tiny_data, tmp_path):
+    """With a zero learning rate the validation loss cannot improve: patience 1 stops the run at the
+    second validation, under bf16 autocast on the CPU."""
+    out = tmp_path / "early"
+    proc = _run("cpu.yaml", out, tiny_data, "--max_steps", "6", "--eval_every", "1", "--learning_rate", "0",
+                "--early_stopping_patience", "1", "--report_to", "none")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 2, metrics["history"]
+    assert "early stopping" in proc.stderr
+
+    bf16 = tmp_path / "bf16"
+    cmd = _launch_cmd("cpu.yaml", bf16, tiny_data, "--max_steps", "2", "--report_to", "none")
+    cmd.insert(2, "--mixed_precision")
+    cmd.insert(3, "bf16")
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "mixed_precision=bf16" in (bf16 / "run_info.txt").read_text()
+    assert json.loads((bf16 / "metrics.json").read_text())["test"]["model/rmse/T"] > 0
