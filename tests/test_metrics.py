@@ -266,6 +266,11 @@ def test_perfect_prediction():
         for k in range(3):
             assert out[f"ssim/{v}/level_{k}"] == pytest.approx(1.0, abs=1e-12)
     assert all(isinstance(value, float) for value in out.values())
+    light = ForecastMetrics(lat, names, [100.0, 5e4, 50.0], num_levels=3, include_ssim=False)
+    light.update(target.clone(), target, clim)
+    light_out = light.compute()
+    assert not any(k.startswith("ssim") for k in light_out)
+    assert light_out == {k: v for k, v in out.items() if not k.startswith("ssim")}
 
 
 # ------------------------------------------------------------------ physics residuals and errors

@@ -334,6 +334,7 @@ class ForecastMetrics(nn.Module):
         ssim_kernel_size: odd SSIM window width (default 7).
         level_names: optional Z labels for the SSIM keys.
         prefix: prepended to every key (e.g. ``"eval/"``).
+        include_ssim: compute SSIM per level (the slowest metric by far; default True).
     """
 
     def __init__(
@@ -347,19 +348,20 @@ class ForecastMetrics(nn.Module):
         ssim_kernel_size: int = 7,
         level_names: Sequence[str] | None = None,
         prefix: str = "",
+        include_ssim: bool = True,
     ) -> None:
         super().__init__()
         self.prefix = prefix
-        self.cube_metrics = nn.ModuleDict(
-            {
-                "rmse": LatitudeWeightedRMSE(lat_deg, variable_names),
-                "r2": R2Score(variable_names, lat_deg=lat_deg),
-                "nrmse": NRMSE(variable_names, lat_deg=lat_deg),
-                "ssim": SSIMPerLevel(
-                    variable_names, data_range, num_levels, kernel_size=ssim_kernel_size, level_names=level_names
-                ),
-            }
-        )
+        cube_metrics = {
+            "rmse": LatitudeWeightedRMSE(lat_deg, variable_names),
+            "r2": R2Score(variable_names, lat_deg=lat_deg),
+            "nrmse": NRMSE(variable_names, lat_deg=lat_deg),
+        }
+        if include_ssim:  # the costly one (float64 2-D convolutions over every map): off for frequent validation
+            cube_metrics["ssim"] = SSIMPerLevel(
+                variable_names, data_range, num_levels, kernel_size=ssim_kernel_size, level_names=level_names
+            )
+        self.cube_metrics = nn.ModuleDict(cube_metrics)
         self.acc = AnomalyCorrelation(lat_deg, variable_names)
         self.physics = PhysicsResidualMetric(physics_names) if physics_names is not None else None
 
