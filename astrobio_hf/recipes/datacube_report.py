@@ -118,6 +118,26 @@ def plot_temperature_profile(config, inputs, truth, pred, path: Path, lapse_rate
     plt.close(fig)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _machine() -> str:
+    """The hardware a run trained on, for the card: GPU name or CPU model and core count."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores, CPU only)"
+
+
 def _mean_lapse_rates(model, batch, pred) -> dict | None:
     """Mean lapse rate (K/km) of the true and the forecast fields of the plotted batch."""
     from astrobio_hf.models.datacube_unet import build_physics_constraints
@@ -198,9 +218,14 @@ def write_report(output_dir, model, test, state, schema, *, sample_loader, clima
             "Physics residuals": (
                 "Residuals of the named constraints (astrobio_hf.physics), dimensionless mean squares, on the model's "
                 "forecasts beside those of the true fields:\n\n" + physics_table
+                + (
+                    f"\n\nMean lapse rate of the plotted test window: truth {lapse['truth']:.2f} K/km, model "
+                    f"{lapse['model']:.2f} K/km."
+                    if lapse else ""
+                )
             ),
             "Training": (
-                f"{state.global_step} optimizer steps in {train_seconds / 60:.1f} min; data `{run_config.get('data_dir')}` "
+                f"{state.global_step} optimizer steps in {_duration(train_seconds)} on {_machine()}; data `{run_config.get('data_dir')}` "
                 f"({schema.source if hasattr(schema, 'source') else ''}); loss = Gaussian NLL + weighted physics terms "
                 f"{json.dumps(config.physics_weights)}. Full configuration in `metrics.json`."
             ),
