@@ -187,3 +187,28 @@ def test_model_summary_counts_parameters():
     total = sum(p.numel() for p in Tiny().parameters())
     assert f"{total:,} / {total:,}" in text
     assert "conv" in text and "head" in text
+
+
+def test_micro_batches_per_epoch_smallest_rank_whole_accumulation_cycles():
+    from astrobio_hf.training.optim import micro_batches_per_epoch
+
+    assert micro_batches_per_epoch([17, 16], batch_size=4, gradient_accumulation_steps=1) == 4
+    assert micro_batches_per_epoch([40], batch_size=4, gradient_accumulation_steps=3) == 9
+    with pytest.raises(ValueError, match="expected at least 8 training examples per process"):
+        micro_batches_per_epoch([7, 9], batch_size=4, gradient_accumulation_steps=2)
+
+
+def test_loop_timer_excludes_paused_time_and_warmup(monkeypatch):
+    from astrobio_hf.training import tracking
+
+    clock = iter([0.0, 1.0, 2.0, 3.0, 10.0])
+    monkeypatch.setattr(tracking.time, "perf_counter", lambda: next(clock))
+    timer = tracking.LoopTimer(skip_steps=1)
+    timer.step(8)  # t=0: warm-up step, not counted
+    timer.step(8)  # t=1: counted (1 s)
+    timer.step(8)  # t=2: counted (1 s)
+    timer.pause()  # evaluation or a checkpoint happens here
+    timer.step(8)  # t=3: the clock restarts, this step is not counted
+    timer.step(8)  # t=10: counted (7 s)
+    summary = timer.summary()
+    assert summary["samples_per_second"] == pytest.approx(8 * 3 / (1 + 1 + 7))

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from astrobio_hf.hub import build_model_card, markdown_table  # noqa: E402
+from astrobio_hf.hub.plots import plot_loss_curves  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -23,24 +24,6 @@ SYSTEMS = ("model", "persistence", "climatology")
 
 def _metric(test: dict, system: str, name: str, variable: str) -> float:
     return float(test.get(f"{system}/{name}/{variable}", float("nan")))
-
-
-def plot_loss_curves(history: list[dict], path: Path) -> None:
-    train = [(h["step"], h["train/loss"]) for h in history if "train/loss" in h]
-    val = [(h["step"], h["val/loss"]) for h in history if "val/loss" in h]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if train:
-        ax.plot(*zip(*train), label="train (mean over log interval)")
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation (EMA weights)")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (Gaussian NLL + physics)")
-    ax.set_title("Datacube U-Net training")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_maps(config, inputs, truth, pred, path: Path, level: int = 0, lead: int = -1) -> None:
@@ -173,7 +156,7 @@ def write_report(output_dir, model, test, state, schema, *, sample_loader, clima
     (output_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
 
     # 2. Plots.
-    plot_loss_curves(state.history, plots / "loss_curves.png")
+    plot_loss_curves(state.history, plots / "loss_curves.png", title="Datacube U-Net training", ylabel="loss (Gaussian NLL + physics)")
     batch = next(iter(sample_loader))
     with torch.no_grad():
         keys = ("inputs", "labels", "planet_params", "gravity", "gas_constant", "heat_capacity", "planet_radius")

@@ -46,7 +46,8 @@ from astrobio_hf.training import (
     parse_recipe_args,
 )
 from astrobio_hf.training.args import resolved_config
-from astrobio_hf.training.tracking import device_memory, init_trackers, model_summary, setup_logging
+from astrobio_hf.training.tracking import LoopTimer, device_memory, init_trackers, model_summary, setup_logging
+from astrobio_hf.training.optim import micro_batches_per_epoch
 
 logger = logging.getLogger("astrobio_hf.recipes.train_datacube")
 
@@ -113,45 +114,12 @@ def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shu
 
 
 def batches_per_epoch(schema, data_args, train_args, accelerator) -> int:
-    """Micro-batches every process runs per epoch: the smallest per-process count (so DDP ranks stay in
-    step), rounded down to a whole number of accumulation cycles."""
+    """Micro-batches every process runs per epoch (see `micro_batches_per_epoch`)."""
     per_rank = [
         count_windows(schema, "train", data_args.context_steps, data_args.stride, rank=r, world_size=accelerator.num_processes)
         for r in range(accelerator.num_processes)
     ]
-    n = min(per_rank) // train_args.per_device_batch_size
-    n -= n % train_args.gradient_accumulation_steps
-    if n == 0:
-        raise ValueError(
-            f"expected at least {train_args.per_device_batch_size * train_args.gradient_accumulation_steps} training "
-            f"windows per process, found {min(per_rank)} (per process: {per_rank}); use more data or a smaller batch"
-        )
-    return n
-
-
-class LoopTimer:
-    """Samples per second of the optimizer steps themselves: `pause()` before evaluation or checkpoint
-    work makes the next `step()` restart the clock, so that time is not counted; the first
-    `skip_steps` steps (allocator and kernel warm-up) are not counted either."""
-
-    def __init__(self, skip_steps: int = 2):
-        self.skip_steps, self.steps, self.seconds, self.samples = skip_steps, 0, 0.0, 0
-        self._last = None
-
-    def step(self, samples: int) -> None:
-        now = time.perf_counter()
-        self.steps += 1
-        if self._last is not None and self.steps > self.skip_steps:
-            self.seconds += now - self._last
-            self.samples += samples
-        self._last = now
-
-    def pause(self) -> None:
-        self._last = None
-
-    def summary(self) -> dict:
-        rate = self.samples / self.seconds if self.seconds else float("nan")
-        return {"timed_steps": max(0, self.steps - self.skip_steps), "seconds": self.seconds, "samples_per_second": rate}
+    return micro_batches_per_epoch(per_rank, train_args.per_device_batch_size, train_args.gradient_accumulation_steps)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -226,7 +194,8 @@ def evaluate(model, loader, accelerator, climatology, with_baselines=False, max_
 # ------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, train_args = parse_recipe_args(
-        (DataArguments, ModelArguments, TrainingArguments), sys.argv[1:] if argv is None else argv
+        (DataArguments, ModelArguments, TrainingArguments), sys.argv[1:] if argv is None else argv,
+        defaults={"output_dir": "runs/datacube"},
     )
     output_dir = Path(train_args.output_dir)
     report_to = [n for n in train_args.report_to.split(",") if n and n != "none"]

@@ -20,7 +20,7 @@ from transformers import HfArgumentParser
 class TrainingArguments:
     """Optimisation, checkpointing and logging settings shared by every recipe."""
 
-    output_dir: str = field(default="runs/datacube", metadata={"help": "Where the model, card, plots, logs and checkpoints go."})
+    output_dir: str = field(default="runs/run", metadata={"help": "Where the model, card, plots, logs and checkpoints go (each recipe sets runs/<family>)."})
     seed: int = field(default=0, metadata={"help": "Seed for weights, dropout and the data order."})
     learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate after warmup."})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW decay; never applied to biases and norms."})
@@ -45,14 +45,23 @@ class TrainingArguments:
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
 
 
-def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+def parse_recipe_args(
+    dataclass_types: Sequence[type], argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = None
+) -> tuple[Any, ...]:
     """Parse `[config.yaml] [--key value ...]` into instances of `dataclass_types`.
 
-    The YAML file gives defaults; flags override them. An unknown YAML key or flag is an error that names
-    it and lists the valid ones (HfArgumentParser alone would ignore unknown YAML keys only when asked).
+    `defaults` are the recipe's own defaults for shared fields (e.g. its output_dir and learning rate);
+    the YAML file overrides them and flags override the file. An unknown YAML key or flag is an error
+    that names it and lists the valid ones.
     """
     argv = list(argv or [])
     parser = HfArgumentParser(list(dataclass_types))
+    if defaults:
+        known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
+        unknown = sorted(set(defaults) - known)
+        if unknown:
+            raise ValueError(f"unknown recipe defaults {unknown}; valid keys: {sorted(known)}")
+        parser.set_defaults(**defaults)
     if argv and argv[0].endswith((".yaml", ".yml")):
         path = Path(argv.pop(0))
         if not path.is_file():

@@ -55,3 +55,18 @@ def create_optimizer(
     fused_ok = "fused" in inspect.signature(torch.optim.AdamW).parameters and devices <= {"cuda", "cpu"}
     fused_ok = fused_ok and all(p.dtype.is_floating_point for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=True if fused_ok else None)
+
+
+def micro_batches_per_epoch(per_rank_examples: list[int], batch_size: int, gradient_accumulation_steps: int) -> int:
+    """Micro-batches every process runs per epoch: the smallest per-process count (so DDP ranks stay in
+    step; a streamed split may give ranks a few examples more or less), rounded down to whole
+    accumulation cycles so that every epoch ends on an optimizer step."""
+    n = min(per_rank_examples) // batch_size
+    n -= n % gradient_accumulation_steps
+    if n == 0:
+        raise ValueError(
+            f"expected at least {batch_size * gradient_accumulation_steps} training examples per process "
+            f"(batch {batch_size} x accumulation {gradient_accumulation_steps}), found {min(per_rank_examples)} "
+            f"(per process: {per_rank_examples}); use more data or a smaller batch"
+        )
+    return n

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import torch
@@ -71,3 +72,28 @@ def init_trackers(accelerator, project_name: str, report_to: str, config: dict[s
         # TensorBoard's hparams only take scalars: give it the flat scalar part; wandb gets everything.
         flat = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers(project_name, config=flat, init_kwargs={"wandb": {"config": config}} if "wandb" in names else {})
+
+
+class LoopTimer:
+    """Samples per second of the optimizer steps themselves: `pause()` before evaluation or checkpoint
+    work makes the next `step()` restart the clock, so that time is not counted; the first
+    `skip_steps` steps (allocator and kernel warm-up) are not counted either."""
+
+    def __init__(self, skip_steps: int = 2):
+        self.skip_steps, self.steps, self.seconds, self.samples = skip_steps, 0, 0.0, 0
+        self._last = None
+
+    def step(self, samples: int) -> None:
+        now = time.perf_counter()
+        self.steps += 1
+        if self._last is not None and self.steps > self.skip_steps:
+            self.seconds += now - self._last
+            self.samples += samples
+        self._last = now
+
+    def pause(self) -> None:
+        self._last = None
+
+    def summary(self) -> dict:
+        rate = self.samples / self.seconds if self.seconds else float("nan")
+        return {"timed_steps": max(0, self.steps - self.skip_steps), "seconds": self.seconds, "samples_per_second": rate}
