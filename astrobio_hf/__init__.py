@@ -7,6 +7,7 @@ else happens at import. Other sub-packages (`astrobio_hf.physics`, `.data`, `.tr
 
 from transformers import AutoConfig, AutoModel
 
+from .models.climate_diffusion import ClimateDiffusionConfig, ClimateDiffusionModel, ClimateDiffusionOutput
 from .models.datacube_unet import (
     DatacubeForecastOutput,
     DatacubeUNetConfig,
@@ -19,8 +20,13 @@ __version__ = "0.1.0"
 
 AutoConfig.register("datacube_unet", DatacubeUNetConfig, exist_ok=True)
 AutoModel.register(DatacubeUNetConfig, DatacubeUNetForForecast, exist_ok=True)
+AutoConfig.register("climate_diffusion", ClimateDiffusionConfig, exist_ok=True)
+AutoModel.register(ClimateDiffusionConfig, ClimateDiffusionModel, exist_ok=True)
 
 __all__ = [
+    "ClimateDiffusionConfig",
+    "ClimateDiffusionModel",
+    "ClimateDiffusionOutput",
     "DatacubeForecastOutput",
     "DatacubeUNetConfig",
     "DatacubeUNetForForecast",

@@ -3,7 +3,8 @@
     astrobio-hf data synth --output DIR [--n-planets N] [--seed S] [...]
     astrobio-hf data ingest INPUT.nc [more.nc ...] --output DIR [--variables a,b,c]
     astrobio-hf data inspect DIR
-    astrobio-hf train datacube [config.yaml] [--key value ...]   # same code as recipes/train_datacube.py
+    astrobio-hf train datacube|diffusion [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
+    astrobio-hf eval diffusion RUN_DIR [--samplers ddim,dpmsolver++,unipc] [--steps 10,20,50] [--guidance 1,2]
 
 Thin by design: it parses, then calls the same functions the recipes and tests call.
 """
@@ -15,7 +16,7 @@ import logging
 import os
 import sys
 
-FAMILIES = {"datacube": "astrobio_hf.recipes.train_datacube"}
+FAMILIES = {"datacube": "astrobio_hf.recipes.train_datacube", "diffusion": "astrobio_hf.recipes.train_diffusion"}
 
 
 def _data_parser(sub) -> None:
@@ -48,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model family (same code as recipes/train_<family>.py)")
     train.add_argument("family", choices=sorted(FAMILIES))
     train.add_argument("recipe_args", nargs=argparse.REMAINDER, help="[config.yaml] [--key value ...]")
+    evaluate = sub.add_parser("eval", help="evaluate a trained run on held-out data")
+    evaluate.add_argument("family", choices=["diffusion"])
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--samplers", default="ddim,dpmsolver++,unipc", help="comma list of diffusers samplers")
+    evaluate.add_argument("--steps", default="10,20,50", help="comma list of numbers of inference steps")
+    evaluate.add_argument("--guidance", default="1.0,2.0", help="comma list of guidance scales")
+    evaluate.add_argument("--samples-per-condition", type=int, default=8)
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -92,6 +102,21 @@ def _run(args: argparse.Namespace) -> int:
             from astrobio_hf.data.inspect import describe_dataset
 
             print(describe_dataset(args.data_dir))
+        return 0
+
+    if args.command == "eval":
+        from astrobio_hf.recipes.diffusion_report import evaluate_and_report
+
+        rows = evaluate_and_report(
+            args.run_dir,
+            samplers=tuple(s.strip() for s in args.samplers.split(",")),
+            steps=tuple(int(s) for s in args.steps.split(",")),
+            guidance_scales=tuple(float(s) for s in args.guidance.split(",")),
+            samples_per_condition=args.samples_per_condition,
+            split=args.split,
+            seed=args.seed,
+        )
+        print(f"{len(rows)} settings evaluated; table in {args.run_dir}/eval/ and {args.run_dir}/README.md")
         return 0
 
     if args.command == "train":
