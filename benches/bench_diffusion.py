@@ -32,14 +32,15 @@ from astrobio_hf.models.climate_diffusion import ClimateDiffusionConfig, Climate
 from astrobio_hf.recipes import train_diffusion as recipe
 from astrobio_hf.training import create_optimizer
 
-BLOCKS = "32,64,64"
+BLOCKS = "32,64,128"  # the recipe defaults
+LAYERS_PER_BLOCK = 2
 
 
 def minimal_loop(data_dir, schema, steps: int, batch_size: int, warmup: int = 2) -> float:
     """Frames/s of the plainest correct loop on the same model and data."""
     torch.manual_seed(0)
     config = ClimateDiffusionConfig.from_schema(
-        schema, level_indices=[0], block_out_channels=[int(c) for c in BLOCKS.split(",")], layers_per_block=1,
+        schema, level_indices=[0], block_out_channels=[int(c) for c in BLOCKS.split(",")], layers_per_block=LAYERS_PER_BLOCK,
         num_class_labels=len(schema.geological_time_values), prediction_type="v_prediction",
     )
     model = ClimateDiffusionModel(config)
@@ -75,7 +76,7 @@ def recipe_loop(data_dir, steps: int, batch_size: int, workdir) -> float:
     out = Path(workdir) / "recipe"
     result = recipe.main([
         "--data_dir", str(data_dir), "--output_dir", str(out), "--max_steps", str(steps + 2), "--per_device_batch_size",
-        str(batch_size), "--block_out_channels", BLOCKS, "--report_to", "none", "--checkpoint_every", "100000",
+        str(batch_size), "--block_out_channels", BLOCKS, "--layers_per_block", str(LAYERS_PER_BLOCK), "--report_to", "none", "--checkpoint_every", "100000",
         "--num_epochs", "1000", "--resume", "none",
     ])
     return result["train_throughput"]["samples_per_second"]

@@ -42,7 +42,7 @@ def _ema_state(checkpoint: Path) -> dict:
 
 def test_diffusion_recipe_resumes_with_ema_and_evaluates(tiny_data, tmp_path):
     out = tmp_path / "run"
-    _launch(out, tiny_data, "--max_steps", "4")
+    _launch(out, tiny_data, "--max_steps", "4", "--physics_weights", '{"ideal_gas": 0.1}', "--eval_after_training", "false")
     for name in ("config.json", "model.safetensors", "README.md", "metrics.json", "plots/loss_curves.png",
                  "plots/samples_latest.png", "pipeline/model_index.json", "pipeline/scheduler/scheduler_config.json",
                  "pipeline/denoiser/model.safetensors"):
@@ -50,7 +50,7 @@ def test_diffusion_recipe_resumes_with_ema_and_evaluates(tiny_data, tmp_path):
     ema_before = _ema_state(out / "checkpoints" / "step-00000004")
     assert ema_before["optimization_step"] == 4
 
-    proc = _launch(out, tiny_data, "--max_steps", "6")
+    proc = _launch(out, tiny_data, "--max_steps", "6", "--eval_after_training", "false")
     assert "resumed from" in proc.stderr
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 6
     ema_after = _ema_state(out / "checkpoints" / "step-00000006")
@@ -73,3 +73,12 @@ def test_diffusion_recipe_resumes_with_ema_and_evaluates(tiny_data, tmp_path):
     assert (out / "eval" / "sweep.md").is_file() and (out / "eval" / "sweep.json").is_file()
     card = (out / "README.md").read_text()
     assert "| unipc | 3 | 2 |" in card and "EOF-FD" in card
+
+
+def test_diffusion_recipe_puts_the_evaluation_in_the_card(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    _launch(out, tiny_data, "--max_steps", "2", "--sample_steps", "2", "--report_to", "none")
+    card = (out / "README.md").read_text()
+    assert "| dpmsolver++ | 2 | 1 |" in card and "| unipc | 2 | 2 |" in card
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {r["sampler"] for r in metrics["evaluation"]} == {"dpmsolver++", "unipc"}

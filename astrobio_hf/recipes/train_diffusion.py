@@ -61,7 +61,7 @@ DEFAULT_DATA_DIR = "data/synthetic"
 RECIPE_DEFAULTS = {
     "output_dir": "runs/diffusion",
     "learning_rate": 1e-3,
-    "num_epochs": 12,
+    "num_epochs": 24,
     "per_device_batch_size": 8,  # windows; each gives Tg frames (16 frames on the default data)
     "ema_decay": 0.999,
     "eval_every": 0,
@@ -85,8 +85,8 @@ class DataArguments:
 class DiffusionArguments:
     """Denoiser size, noise schedule, guidance and loss (written into ClimateDiffusionConfig where they belong)."""
 
-    block_out_channels: str = field(default="32,64,64", metadata={"help": "Comma-separated UNet widths; the grid must divide by 2**(len-1)."})
-    layers_per_block: int = 1
+    block_out_channels: str = field(default="32,64,128", metadata={"help": "Comma-separated UNet widths; the grid must divide by 2**(len-1)."})
+    layers_per_block: int = 2
     prediction_type: str = field(default="v_prediction", metadata={"help": "epsilon, sample or v_prediction."})
     zero_terminal_snr: bool = field(default=True, metadata={"help": "rescale_betas_zero_snr + trailing spacing (not with epsilon)."})
     num_train_timesteps: int = 1000
@@ -96,6 +96,10 @@ class DiffusionArguments:
     physics_weights: str = field(default="{}", metadata={"help": "JSON dict: physics terms on the predicted clean sample."})
     sample_every: int = field(default=0, metadata={"help": "Optimizer steps between logged sample grids (0 = at each validation)."})
     sample_steps: int = field(default=20, metadata={"help": "DPM-Solver++ steps for the logged sample grids."})
+    eval_after_training: bool = field(
+        default=True,
+        metadata={"help": "Score DPM-Solver++ and UniPC (20 steps, guidance 1 and 2) on the test planets and put the table in the card."},
+    )
 
 
 def frame_loader(data_dir, split, schema, data_args, train_args, accelerator, level_indices, shuffle: bool) -> DataLoader:
@@ -391,6 +395,13 @@ def main(argv: list[str] | None = None) -> dict:
 
             write_training_report(output_dir, unwrapped, state, result, time.perf_counter() - started,
                                   resolved_config(data_args, diff_args, train_args))
+    accelerator.wait_for_everyone()
+    if diff_args.eval_after_training and accelerator.is_main_process:
+        from astrobio_hf.recipes.diffusion_report import evaluate_and_report
+
+        result["evaluation"] = evaluate_and_report(
+            output_dir, samplers=("dpmsolver++", "unipc"), steps=(diff_args.sample_steps,), guidance_scales=(1.0, 2.0)
+        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
