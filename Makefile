@@ -32,6 +32,7 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python benches/bench_datacube.py
+	$(BIN)/python benches/bench_diffusion.py
 
 clean:
 	rm -rf runs data .pytest_cache
