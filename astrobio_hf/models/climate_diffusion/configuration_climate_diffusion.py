@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import math
-import numbers
-from dataclasses import field, fields
+from dataclasses import field
 
 from transformers.configuration_utils import PreTrainedConfig
+
+from ..config_checks import (
+    as_list,
+    check_norm_table,
+    check_planet_stats,
+    finite_float,
+    float_list,
+    int_at_least,
+    reject_unknown_keys,
+    str_list,
+)
 
 
 def _default_variable_names() -> list[str]:
@@ -22,24 +31,6 @@ def _default_lon_values() -> list[float]:
     # 32 uniform columns: 0 ... 348.75
     return [360.0 / 32 * i for i in range(32)]
 
-
-# Keys that `PreTrainedConfig`, `from_pretrained` and `to_dict()` put into a config dict besides the fields of
-# the dataclass; they are handled by `PreTrainedConfig.__post_init__`. Anything else is an unknown key.
-_STANDARD_EXTRA_KEYS = frozenset(
-    {
-        "model_type",
-        "torch_dtype",
-        "num_labels",
-        "name_or_path",
-        "_name_or_path",
-        "_commit_hash",
-        "output_attentions",
-        "attn_implementation",
-        "experts_implementation",
-        "_attn_implementation_internal",
-        "_experts_implementation_internal",
-    }
-)
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 _LEVEL_UNITS = ("m", "Pa")
@@ -163,13 +154,7 @@ class ClimateDiffusionConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(key for key in kwargs if key not in _STANDARD_EXTRA_KEYS)
-        if unknown:
-            own = [f.name for f in fields(ClimateDiffusionConfig) if f.name not in _base_field_names()]
-            raise ValueError(
-                f"ClimateDiffusionConfig got unknown key(s) {unknown}; valid keys are {own} "
-                f"(plus the standard PreTrainedConfig keys {sorted(_base_field_names() | _STANDARD_EXTRA_KEYS)})"
-            )
+        reject_unknown_keys(ClimateDiffusionConfig, kwargs)
         super().__post_init__(**kwargs)
         self._validate()
 
@@ -202,8 +187,8 @@ class ClimateDiffusionConfig(PreTrainedConfig):
             "planet_param_names": list(schema.planet_param_names),
             "planet_param_mean": schema.planet_param_mean,
             "planet_param_std": schema.planet_param_std,
-            "norm_mean": [[_as_list(row)[k] for k in levels] for row in _as_list(schema.norm_mean)],
-            "norm_std": [[_as_list(row)[k] for k in levels] for row in _as_list(schema.norm_std)],
+            "norm_mean": [[as_list(row)[k] for k in levels] for row in as_list(schema.norm_mean)],
+            "norm_std": [[as_list(row)[k] for k in levels] for row in as_list(schema.norm_std)],
         }
         clash = sorted(set(from_schema) & set(kwargs))
         if clash:
@@ -265,19 +250,19 @@ class ClimateDiffusionConfig(PreTrainedConfig):
     def _validate(self) -> None:
         """Every check of this config, in one place. Normalises containers to JSON types (lists, floats)."""
         # 1. Variables and grid
-        self.variable_names = _str_list("variable_names", self.variable_names)
+        self.variable_names = str_list("variable_names", self.variable_names)
         if not self.variable_names:
             raise ValueError("variable_names must name at least one variable, got []")
         if self.variable_units is not None:
-            self.variable_units = [str(u) for u in _as_list(self.variable_units)]
+            self.variable_units = [str(u) for u in as_list(self.variable_units)]
             if len(self.variable_units) != len(self.variable_names):
                 raise ValueError(
                     f"variable_units has {len(self.variable_units)} entries {self.variable_units} but variable_names "
                     f"has {len(self.variable_names)} {self.variable_names}"
                 )
-        self.level_values = _float_list("level_values", self.level_values)
-        self.lat_values = _float_list("lat_values", self.lat_values)
-        self.lon_values = _float_list("lon_values", self.lon_values)
+        self.level_values = float_list("level_values", self.level_values)
+        self.lat_values = float_list("lat_values", self.lat_values)
+        self.lon_values = float_list("lon_values", self.lon_values)
         if self.level_unit not in _LEVEL_UNITS:
             raise ValueError(f"level_unit must be one of {list(_LEVEL_UNITS)}, got {self.level_unit!r}")
         if not self.level_values:
@@ -300,21 +285,21 @@ class ClimateDiffusionConfig(PreTrainedConfig):
             )
 
         # 2. Condition
-        self.planet_param_names = _str_list("planet_param_names", self.planet_param_names)
-        self.planet_param_mean, self.planet_param_std = self._check_planet_stats()
-        self.num_class_labels = _int("num_class_labels", self.num_class_labels, minimum=0)
+        self.planet_param_names = str_list("planet_param_names", self.planet_param_names)
+        self.planet_param_mean, self.planet_param_std = check_planet_stats(self.planet_param_mean, self.planet_param_std, self.planet_param_names)
+        self.num_class_labels = int_at_least("num_class_labels", self.num_class_labels, minimum=0)
 
         # 3. Normalisation statistics
-        self.norm_mean, self.norm_std = self._check_norm_table()
+        self.norm_mean, self.norm_std = check_norm_table(self.norm_mean, self.norm_std, self.variable_names, self.num_levels, "generated level")
 
         # 4. Backbone
-        channels = _as_list(self.block_out_channels)
+        channels = as_list(self.block_out_channels)
         if isinstance(channels, (str, bytes)) or not isinstance(channels, (list, tuple)) or not channels:
             raise ValueError(f"block_out_channels must be a non-empty list of positive integers, got {channels!r}")
-        self.block_out_channels = [_int(f"block_out_channels[{i}]", c, minimum=1) for i, c in enumerate(channels)]
-        self.layers_per_block = _int("layers_per_block", self.layers_per_block, minimum=1)
-        self.attention_head_dim = _int("attention_head_dim", self.attention_head_dim, minimum=1)
-        self.norm_num_groups = _int("norm_num_groups", self.norm_num_groups, minimum=1)
+        self.block_out_channels = [int_at_least(f"block_out_channels[{i}]", c, minimum=1) for i, c in enumerate(channels)]
+        self.layers_per_block = int_at_least("layers_per_block", self.layers_per_block, minimum=1)
+        self.attention_head_dim = int_at_least("attention_head_dim", self.attention_head_dim, minimum=1)
+        self.norm_num_groups = int_at_least("norm_num_groups", self.norm_num_groups, minimum=1)
         not_divisible = [c for c in self.block_out_channels if c % self.norm_num_groups]
         if not_divisible:
             raise ValueError(
@@ -331,7 +316,7 @@ class ClimateDiffusionConfig(PreTrainedConfig):
         if self.attention_blocks is None:
             attention = [False] * len(self.block_out_channels)
         else:
-            attention = list(_as_list(self.attention_blocks))
+            attention = list(as_list(self.attention_blocks))
             if len(attention) != len(self.block_out_channels) or any(not isinstance(a, bool) for a in attention):
                 raise ValueError(
                     f"attention_blocks must hold one bool per entry of block_out_channels={self.block_out_channels}, "
@@ -351,7 +336,7 @@ class ClimateDiffusionConfig(PreTrainedConfig):
                 f"(block_out_channels={self.block_out_channels}, attention_blocks={self.attention_blocks}, "
                 f"mid_block_attention={self.mid_block_attention}), got {bad_heads}"
             )
-        self.dropout = _finite_float("dropout", self.dropout)
+        self.dropout = finite_float("dropout", self.dropout)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -360,7 +345,7 @@ class ClimateDiffusionConfig(PreTrainedConfig):
             raise ValueError(f"prediction_type must be one of {list(PREDICTION_TYPES)}, got {self.prediction_type!r}")
         if self.condition_dropout is None:
             self.condition_dropout = 0.1 if self.has_condition else 0.0
-        self.condition_dropout = _finite_float("condition_dropout", self.condition_dropout)
+        self.condition_dropout = finite_float("condition_dropout", self.condition_dropout)
         if not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if self.condition_dropout > 0 and not self.has_condition:
@@ -369,105 +354,9 @@ class ClimateDiffusionConfig(PreTrainedConfig):
                 f"{self.planet_param_names} and num_class_labels={self.num_class_labels}; set condition_dropout=0.0 "
                 "for an unconditional model"
             )
-        self.initializer_range = _finite_float("initializer_range", self.initializer_range)
+        self.initializer_range = finite_float("initializer_range", self.initializer_range)
         if self.initializer_range <= 0:
             raise ValueError(f"initializer_range must be positive, got {self.initializer_range}")
-
-    def _check_norm_table(self):
-        mean, std = self.norm_mean, self.norm_std
-        if (mean is None) != (std is None):
-            raise ValueError(
-                f"norm_mean and norm_std are given together or not at all, got norm_mean="
-                f"{'None' if mean is None else 'a table'} and norm_std={'None' if std is None else 'a table'}"
-            )
-        if mean is None:
-            return None, None
-        tables = []
-        for name, table in (("norm_mean", _as_list(mean)), ("norm_std", _as_list(std))):
-            if not isinstance(table, (list, tuple)) or len(table) != self.num_variables:
-                found = len(table) if isinstance(table, (list, tuple)) else type(table).__name__
-                raise ValueError(
-                    f"{name} must hold one row per variable: expected {self.num_variables} rows "
-                    f"(variable_names={self.variable_names}), got {found}"
-                )
-            rows = []
-            for variable, row in zip(self.variable_names, table):
-                row = _float_list(f"{name}[{variable!r}]", row)
-                if len(row) != self.num_levels:
-                    raise ValueError(
-                        f"{name}[{variable!r}] must hold one value per generated level: expected {self.num_levels} "
-                        f"(len(level_values)), got {len(row)}"
-                    )
-                if name == "norm_std" and any(v <= 0 for v in row):
-                    raise ValueError(f"norm_std[{variable!r}] must be positive, got {row}")
-                rows.append(row)
-            tables.append(rows)
-        return tables[0], tables[1]
-
-    def _check_planet_stats(self):
-        mean, std = self.planet_param_mean, self.planet_param_std
-        if (mean is None) != (std is None):
-            raise ValueError(
-                f"planet_param_mean and planet_param_std are given together or not at all, got "
-                f"planet_param_mean={mean} and planet_param_std={std}"
-            )
-        if mean is None:
-            return None, None
-        mean = _float_list("planet_param_mean", mean)
-        std = _float_list("planet_param_std", std)
-        for name, values in (("planet_param_mean", mean), ("planet_param_std", std)):
-            if len(values) != self.num_planet_params:
-                raise ValueError(
-                    f"{name} must hold one value per planet parameter: expected {self.num_planet_params} "
-                    f"(planet_param_names={self.planet_param_names}), got {len(values)}"
-                )
-        if any(v <= 0 for v in std):
-            raise ValueError(f"planet_param_std must be positive, got {std}")
-        return mean, std
-
-
-def _base_field_names() -> set[str]:
-    return {f.name for f in fields(PreTrainedConfig)}
-
-
-def _as_list(values):
-    # numpy arrays (from a dataset schema) become plain lists so the config stays JSON-serialisable
-    return values.tolist() if hasattr(values, "tolist") and not isinstance(values, (list, tuple)) else values
-
-
-def _str_list(name, values) -> list[str]:
-    values = _as_list(values)
-    if isinstance(values, str) or not isinstance(values, (list, tuple)):
-        raise ValueError(f"{name} must be a list of names, got {values!r}")
-    values = list(values)
-    if any(not isinstance(v, str) or not v for v in values):
-        raise ValueError(f"{name} must hold non-empty strings, got {values}")
-    duplicates = sorted({v for v in values if values.count(v) > 1})
-    if duplicates:
-        raise ValueError(f"{name} must be unique, got duplicates {duplicates} in {values}")
-    return values
-
-
-def _float_list(name, values) -> list[float]:
-    values = _as_list(values)
-    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
-        raise ValueError(f"{name} must be a list of numbers, got {values!r}")
-    return [_finite_float(f"{name}[{i}]", v) for i, v in enumerate(values)]
-
-
-def _finite_float(name, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
-def _int(name, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 __all__ = ["ClimateDiffusionConfig", "PREDICTION_TYPES"]

@@ -7,11 +7,20 @@ physics module stays their one source of truth.
 
 from __future__ import annotations
 
-import math
 import numbers
-from dataclasses import field, fields
+from dataclasses import field
 
 from transformers.configuration_utils import PreTrainedConfig
+
+from ..config_checks import (
+    as_list,
+    check_norm_table,
+    check_planet_stats,
+    finite_float,
+    float_list,
+    reject_unknown_keys,
+    str_list,
+)
 
 
 def _default_variable_names() -> list[str]:
@@ -31,24 +40,6 @@ def _default_lon_values() -> list[float]:
     # 32 uniform columns: 0 ... 348.75
     return [360.0 / 32 * i for i in range(32)]
 
-
-# Keys that `PreTrainedConfig`, `from_pretrained` and `to_dict()` put into a config dict besides the fields of
-# the dataclass; they are handled by `PreTrainedConfig.__post_init__`. Anything else is an unknown key.
-_STANDARD_EXTRA_KEYS = frozenset(
-    {
-        "model_type",
-        "torch_dtype",
-        "num_labels",
-        "name_or_path",
-        "_name_or_path",
-        "_commit_hash",
-        "output_attentions",
-        "attn_implementation",
-        "experts_implementation",
-        "_attn_implementation_internal",
-        "_experts_implementation_internal",
-    }
-)
 
 _SCHEMA_FIELDS = (
     "variable_names",
@@ -198,13 +189,7 @@ class DatacubeUNetConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(key for key in kwargs if key not in _STANDARD_EXTRA_KEYS)
-        if unknown:
-            own = [f.name for f in fields(DatacubeUNetConfig) if f.name not in _base_field_names()]
-            raise ValueError(
-                f"DatacubeUNetConfig got unknown key(s) {unknown}; valid keys are {own} "
-                f"(plus the standard PreTrainedConfig keys {sorted(_base_field_names() | _STANDARD_EXTRA_KEYS)})"
-            )
+        reject_unknown_keys(DatacubeUNetConfig, kwargs)
         super().__post_init__(**kwargs)
         self._validate()
 
@@ -267,7 +252,7 @@ class DatacubeUNetConfig(PreTrainedConfig):
     def _validate(self) -> None:
         """Every check of this config, in one place. Normalises containers to JSON types (lists, floats)."""
         # 1. Variables
-        self.variable_names = _str_list("variable_names", self.variable_names)
+        self.variable_names = str_list("variable_names", self.variable_names)
         if not self.variable_names:
             raise ValueError("variable_names must name at least one variable, got []")
         if self.variable_units is not None:
@@ -279,9 +264,9 @@ class DatacubeUNetConfig(PreTrainedConfig):
                 )
 
         # 2. Grid
-        self.level_values = _float_list("level_values", self.level_values)
-        self.lat_values = _float_list("lat_values", self.lat_values)
-        self.lon_values = _float_list("lon_values", self.lon_values)
+        self.level_values = float_list("level_values", self.level_values)
+        self.lat_values = float_list("lat_values", self.lat_values)
+        self.lon_values = float_list("lon_values", self.lon_values)
         if self.level_unit not in _LEVEL_UNITS:
             raise ValueError(f"level_unit must be one of {list(_LEVEL_UNITS)}, got {self.level_unit!r}")
         if not self.level_values:
@@ -331,14 +316,14 @@ class DatacubeUNetConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
         # 4. Conditioning names
-        self.planet_param_names = _str_list("planet_param_names", self.planet_param_names)
+        self.planet_param_names = str_list("planet_param_names", self.planet_param_names)
 
         # 5. Normalisation statistics
-        self.norm_mean, self.norm_std = self._check_norm_table()
-        self.planet_param_mean, self.planet_param_std = self._check_planet_stats()
+        self.norm_mean, self.norm_std = check_norm_table(self.norm_mean, self.norm_std, self.variable_names, self.num_levels, "level")
+        self.planet_param_mean, self.planet_param_std = check_planet_stats(self.planet_param_mean, self.planet_param_std, self.planet_param_names)
         if self.tendency_std is not None:
-            table = _as_list(self.tendency_std)
-            rows = [_float_list(f"tendency_std[{v!r}]", row) for v, row in zip(self.variable_names, table)]
+            table = as_list(self.tendency_std)
+            rows = [float_list(f"tendency_std[{v!r}]", row) for v, row in zip(self.variable_names, table)]
             if len(table) != self.num_variables or any(len(r) != self.num_levels or min(r) <= 0 for r in rows):
                 raise ValueError(
                     f"tendency_std must be {self.num_variables} rows (variable_names={self.variable_names}) of "
@@ -368,7 +353,7 @@ class DatacubeUNetConfig(PreTrainedConfig):
                     )
         weights = {}
         for key, value in self.physics_weights.items():
-            value = _finite_float(f"physics_weights[{key!r}]", value)
+            value = finite_float(f"physics_weights[{key!r}]", value)
             if value < 0:
                 raise ValueError(f"physics_weights[{key!r}] must be >= 0, got {value}")
             if self.physics_learnable and value <= 0:
@@ -381,100 +366,10 @@ class DatacubeUNetConfig(PreTrainedConfig):
         if self.physics_learnable and not self.physics_weights:
             raise ValueError("physics_learnable=True needs at least one physics weight, got physics_weights={}")
         for name in ("gravity", "gas_constant", "heat_capacity", "planet_radius", "initializer_range"):
-            value = _finite_float(name, getattr(self, name))
+            value = finite_float(name, getattr(self, name))
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
             setattr(self, name, value)
-
-    def _check_norm_table(self):
-        mean, std = self.norm_mean, self.norm_std
-        if (mean is None) != (std is None):
-            raise ValueError(
-                f"norm_mean and norm_std are given together or not at all, got norm_mean="
-                f"{'None' if mean is None else 'a table'} and norm_std={'None' if std is None else 'a table'}"
-            )
-        if mean is None:
-            return None, None
-        tables = []
-        for name, table in (("norm_mean", _as_list(mean)), ("norm_std", _as_list(std))):
-            if not isinstance(table, (list, tuple)) or len(table) != self.num_variables:
-                found = len(table) if isinstance(table, (list, tuple)) else type(table).__name__
-                raise ValueError(
-                    f"{name} must hold one row per variable: expected {self.num_variables} rows "
-                    f"(variable_names={self.variable_names}), got {found}"
-                )
-            rows = []
-            for variable, row in zip(self.variable_names, table):
-                row = _float_list(f"{name}[{variable!r}]", row)
-                if len(row) != self.num_levels:
-                    raise ValueError(
-                        f"{name}[{variable!r}] must hold one value per level: expected {self.num_levels} "
-                        f"(len(level_values)), got {len(row)}"
-                    )
-                if name == "norm_std" and any(v <= 0 for v in row):
-                    raise ValueError(f"norm_std[{variable!r}] must be positive, got {row}")
-                rows.append(row)
-            tables.append(rows)
-        return tables[0], tables[1]
-
-    def _check_planet_stats(self):
-        mean, std = self.planet_param_mean, self.planet_param_std
-        if (mean is None) != (std is None):
-            raise ValueError(
-                f"planet_param_mean and planet_param_std are given together or not at all, got "
-                f"planet_param_mean={mean} and planet_param_std={std}"
-            )
-        if mean is None:
-            return None, None
-        mean = _float_list("planet_param_mean", mean)
-        std = _float_list("planet_param_std", std)
-        for name, values in (("planet_param_mean", mean), ("planet_param_std", std)):
-            if len(values) != self.num_planet_params:
-                raise ValueError(
-                    f"{name} must hold one value per planet parameter: expected {self.num_planet_params} "
-                    f"(planet_param_names={self.planet_param_names}), got {len(values)}"
-                )
-        if any(v <= 0 for v in std):
-            raise ValueError(f"planet_param_std must be positive, got {std}")
-        return mean, std
-
-
-def _base_field_names() -> set[str]:
-    return {f.name for f in fields(PreTrainedConfig)}
-
-
-def _as_list(values):
-    # numpy arrays (from a dataset schema) become plain lists so the config stays JSON-serialisable
-    return values.tolist() if hasattr(values, "tolist") and not isinstance(values, (list, tuple)) else values
-
-
-def _str_list(name, values) -> list[str]:
-    values = _as_list(values)
-    if isinstance(values, str) or not isinstance(values, (list, tuple)):
-        raise ValueError(f"{name} must be a list of names, got {values!r}")
-    values = list(values)
-    if any(not isinstance(v, str) or not v for v in values):
-        raise ValueError(f"{name} must hold non-empty strings, got {values}")
-    duplicates = sorted({v for v in values if values.count(v) > 1})
-    if duplicates:
-        raise ValueError(f"{name} must be unique, got duplicates {duplicates} in {values}")
-    return values
-
-
-def _float_list(name, values) -> list[float]:
-    values = _as_list(values)
-    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
-        raise ValueError(f"{name} must be a list of numbers, got {values!r}")
-    return [_finite_float(f"{name}[{i}]", v) for i, v in enumerate(values)]
-
-
-def _finite_float(name, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 __all__ = ["DatacubeUNetConfig"]
