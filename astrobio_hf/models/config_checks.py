@@ -136,3 +136,41 @@ def int_at_least(name, value, minimum: int) -> int:
     return int(value)
 
 
+LEVEL_UNITS = ("m", "Pa")
+
+
+def check_grid(variable_names, variable_units, level_values, level_unit, lat_values, lon_values):
+    """The variables' units and the grid of a climate config: monotonic levels in m or Pa, ascending
+    latitudes strictly inside (-90, 90), uniform longitudes covering 360 degrees (periodic).
+    Returns (variable_units, level_values, lat_values, lon_values) as plain lists."""
+    if variable_units is not None:
+        variable_units = [str(u) for u in as_list(variable_units)]
+        if len(variable_units) != len(variable_names):
+            raise ValueError(
+                f"variable_units has {len(variable_units)} entries {variable_units} but variable_names "
+                f"has {len(variable_names)} {variable_names}"
+            )
+    level_values = float_list("level_values", level_values)
+    lat_values = float_list("lat_values", lat_values)
+    lon_values = float_list("lon_values", lon_values)
+    if level_unit not in LEVEL_UNITS:
+        raise ValueError(f"level_unit must be one of {list(LEVEL_UNITS)}, got {level_unit!r}")
+    if not level_values:
+        raise ValueError("level_values must hold at least one level, got []")
+    steps = [b - a for a, b in zip(level_values, level_values[1:])]
+    if steps and not (all(s > 0 for s in steps) or all(s < 0 for s in steps)):
+        raise ValueError(f"level_values must be strictly monotonic, got {level_values}")
+    if not lat_values or any(not -90.0 < v < 90.0 for v in lat_values):
+        raise ValueError(f"lat_values must be non-empty and strictly inside (-90, 90) degrees, got {lat_values}")
+    if any(b <= a for a, b in zip(lat_values, lat_values[1:])):
+        raise ValueError(f"lat_values must be ascending, got {lat_values}")
+    if len(lon_values) < 2:
+        raise ValueError(f"lon_values must hold at least 2 columns, got {lon_values}")
+    spacing = 360.0 / len(lon_values)
+    lon_steps = [b - a for a, b in zip(lon_values, lon_values[1:])]
+    if any(abs(s - spacing) > 1e-6 * 360.0 for s in lon_steps):
+        raise ValueError(
+            f"lon_values must be uniform and cover 360 degrees (the longitude axis is periodic), i.e. a spacing of "
+            f"360/{len(lon_values)} = {spacing} degrees, got steps {sorted(set(lon_steps))}"
+        )
+    return variable_units, level_values, lat_values, lon_values

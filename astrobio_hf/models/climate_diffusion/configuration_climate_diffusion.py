@@ -8,10 +8,10 @@ from transformers.configuration_utils import PreTrainedConfig
 
 from ..config_checks import (
     as_list,
+    check_grid,
     check_norm_table,
     check_planet_stats,
     finite_float,
-    float_list,
     int_at_least,
     reject_unknown_keys,
     str_list,
@@ -33,7 +33,6 @@ def _default_lon_values() -> list[float]:
 
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-_LEVEL_UNITS = ("m", "Pa")
 
 
 class ClimateDiffusionConfig(PreTrainedConfig):
@@ -253,36 +252,9 @@ class ClimateDiffusionConfig(PreTrainedConfig):
         self.variable_names = str_list("variable_names", self.variable_names)
         if not self.variable_names:
             raise ValueError("variable_names must name at least one variable, got []")
-        if self.variable_units is not None:
-            self.variable_units = [str(u) for u in as_list(self.variable_units)]
-            if len(self.variable_units) != len(self.variable_names):
-                raise ValueError(
-                    f"variable_units has {len(self.variable_units)} entries {self.variable_units} but variable_names "
-                    f"has {len(self.variable_names)} {self.variable_names}"
-                )
-        self.level_values = float_list("level_values", self.level_values)
-        self.lat_values = float_list("lat_values", self.lat_values)
-        self.lon_values = float_list("lon_values", self.lon_values)
-        if self.level_unit not in _LEVEL_UNITS:
-            raise ValueError(f"level_unit must be one of {list(_LEVEL_UNITS)}, got {self.level_unit!r}")
-        if not self.level_values:
-            raise ValueError("level_values must hold at least one level, got []")
-        steps = [b - a for a, b in zip(self.level_values, self.level_values[1:])]
-        if steps and not (all(s > 0 for s in steps) or all(s < 0 for s in steps)):
-            raise ValueError(f"level_values must be strictly monotonic, got {self.level_values}")
-        if not self.lat_values or any(not -90.0 < v < 90.0 for v in self.lat_values):
-            raise ValueError(f"lat_values must be non-empty and strictly inside (-90, 90) degrees, got {self.lat_values}")
-        if any(b <= a for a, b in zip(self.lat_values, self.lat_values[1:])):
-            raise ValueError(f"lat_values must be ascending, got {self.lat_values}")
-        if len(self.lon_values) < 2:
-            raise ValueError(f"lon_values must hold at least 2 columns, got {self.lon_values}")
-        spacing = 360.0 / len(self.lon_values)
-        lon_steps = [b - a for a, b in zip(self.lon_values, self.lon_values[1:])]
-        if any(abs(s - spacing) > 1e-6 * 360.0 for s in lon_steps):
-            raise ValueError(
-                f"lon_values must be uniform and cover 360 degrees (periodic longitude), i.e. a spacing of "
-                f"360/{len(self.lon_values)} = {spacing} degrees, got steps {sorted(set(lon_steps))}"
-            )
+        self.variable_units, self.level_values, self.lat_values, self.lon_values = check_grid(
+            self.variable_names, self.variable_units, self.level_values, self.level_unit, self.lat_values, self.lon_values
+        )
 
         # 2. Condition
         self.planet_param_names = str_list("planet_param_names", self.planet_param_names)
