@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +16,6 @@ except ImportError:  # tests/ is not a package
     from model_mixin import ModelTesterMixin
 
 
-SYNTHETIC_DIR = Path(__file__).resolve().parents[1] / "data" / "synthetic"
 LAT = [-90.0 + 180.0 / 8 * (i + 0.5) for i in range(8)]
 LON = [360.0 / 16 * i for i in range(16)]
 
@@ -176,10 +174,10 @@ def test_invalid_combinations_name_both_values(overrides, names):
         assert name in str(error.value), error.value
 
 
-def test_from_schema_picks_the_generated_levels():
-    from astrobio_hf.data.schema import DatasetSchema
+def test_from_schema_picks_the_generated_levels(tmp_path):
+    from astrobio_hf.data.synth import synthesize_planets
 
-    schema = DatasetSchema.from_dir(SYNTHETIC_DIR)
+    schema = synthesize_planets(tmp_path / "planets", n_planets=6, n_climate_steps=4, n_levels=3, n_lat=8, n_lon=16, seed=2)
     kw = dict(block_out_channels=[16, 32], layers_per_block=1)
     single = ClimateDiffusionConfig.from_schema(schema, level_indices=[0], **kw)
     assert single.sample_shape == (len(schema.variable_names), len(schema.lat_values), len(schema.lon_values))

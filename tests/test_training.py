@@ -126,7 +126,7 @@ def test_checkpoint_rotation_best_and_resume(tmp_path):
 
 def test_crash_while_writing_checkpoint_keeps_previous(tmp_path, monkeypatch):
     acc = _accelerator(tmp_path)
-    model = acc.prepare(Tiny())
+    acc.prepare(Tiny())  # the model whose state the checkpoint holds
     state = TrainingState(global_step=1)
     acc.register_for_checkpointing(state)
     manager = CheckpointManager(acc, tmp_path, keep=2)
