@@ -14,6 +14,7 @@ from .models.datacube_unet import (
     DatacubeUNetForForecast,
     DatacubeUNetModel,
 )
+from .models.legacy_pathway_vae import LegacyPathwayVAEConfig, LegacyPathwayVAEModel, LegacyPathwayVAEOutput
 
 
 __version__ = "0.1.0"
@@ -22,6 +23,8 @@ AutoConfig.register("datacube_unet", DatacubeUNetConfig, exist_ok=True)
 AutoModel.register(DatacubeUNetConfig, DatacubeUNetForForecast, exist_ok=True)
 AutoConfig.register("climate_diffusion", ClimateDiffusionConfig, exist_ok=True)
 AutoModel.register(ClimateDiffusionConfig, ClimateDiffusionModel, exist_ok=True)
+AutoConfig.register("legacy_pathway_vae", LegacyPathwayVAEConfig, exist_ok=True)
+AutoModel.register(LegacyPathwayVAEConfig, LegacyPathwayVAEModel, exist_ok=True)
 
 __all__ = [
     "ClimateDiffusionConfig",
@@ -31,5 +34,8 @@ __all__ = [
     "DatacubeUNetConfig",
     "DatacubeUNetForForecast",
     "DatacubeUNetModel",
+    "LegacyPathwayVAEConfig",
+    "LegacyPathwayVAEModel",
+    "LegacyPathwayVAEOutput",
     "__version__",
 ]

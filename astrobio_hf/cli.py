@@ -4,6 +4,8 @@
     astrobio-hf data ingest INPUT.nc [more.nc ...] --output DIR [--variables a,b,c]
     astrobio-hf data inspect DIR
     astrobio-hf train datacube|diffusion [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
+    astrobio-hf release RUN_DIR --name NAME --version 1.0.0 [--push REPO_ID] [--output-root model_cards]
+    astrobio-hf convert legacy-pathway-vae PATH --output DIR [--graphs NPZ]
     astrobio-hf eval diffusion RUN_DIR [--samplers ddim,dpmsolver++,unipc] [--steps 10,20,50] [--guidance 1,2]
 
 Thin by design: it parses, then calls the same functions the recipes and tests call.
@@ -49,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model family (same code as recipes/train_<family>.py)")
     train.add_argument("family", choices=sorted(FAMILIES))
     train.add_argument("recipe_args", nargs=argparse.REMAINDER, help="[config.yaml] [--key value ...]")
+    release = sub.add_parser("release", help="build an immutable model_cards/<name>/v<version>/ release (and push it)")
+    release.add_argument("run_dir")
+    release.add_argument("--name", required=True, help="model name, e.g. datacube-unet")
+    release.add_argument("--version", required=True, help="semantic version, e.g. 1.0.0")
+    release.add_argument("--output-root", default="model_cards")
+    release.add_argument("--push", default=None, metavar="REPO_ID", help="also upload to this Hub repo (HF_ENDPOINT/HF_TOKEN) and tag v<version>")
+
+    convert = sub.add_parser("convert", help="convert legacy weights into an astrobio-hf model directory")
+    csub = convert.add_subparsers(dest="convert_command", required=True)
+    legacy_vae = csub.add_parser("legacy-pathway-vae", help="the legacy trained_pathway_vae.pth (a state dict)")
+    legacy_vae.add_argument("path", help="legacy .pth file (read with torch.load(weights_only=True))")
+    legacy_vae.add_argument("--output", required=True, help="output directory (keep it outside the repository)")
+    legacy_vae.add_argument("--graphs", default=None, help="legacy_pathway_graphs.npz to evaluate on (default: next to PATH)")
+
     evaluate = sub.add_parser("eval", help="evaluate a trained run on held-out data")
     evaluate.add_argument("family", choices=["diffusion"])
     evaluate.add_argument("run_dir")
@@ -102,6 +118,20 @@ def _run(args: argparse.Namespace) -> int:
             from astrobio_hf.data.inspect import describe_dataset
 
             print(describe_dataset(args.data_dir))
+        return 0
+
+    if args.command == "release":
+        from astrobio_hf.hub.release import release_run
+
+        path = release_run(args.run_dir, name=args.name, version=args.version, output_root=args.output_root, push=args.push)
+        print(f"released {path}" + (f" and pushed it to {args.push}" if args.push else ""))
+        return 0
+
+    if args.command == "convert":
+        from astrobio_hf.hub.convert_legacy import convert_legacy_pathway_vae
+
+        out = convert_legacy_pathway_vae(args.path, args.output, graphs_path=args.graphs)
+        print(f"wrote {out}: config.json, model.safetensors, README.md")
         return 0
 
     if args.command == "eval":

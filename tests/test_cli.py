@@ -59,3 +59,19 @@ def test_bad_arguments_are_named(tmp_path):
     assert proc.returncode != 0 and "no_such_flag" in proc.stderr
     proc = _cli("data", "inspect", str(tmp_path / "missing"), check=False)
     assert proc.returncode == 2 and "missing does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_convert_legacy_then_release_twice(tmp_path):
+    """`convert legacy-pathway-vae` (the real legacy file from ../shared) then `release`; a second release of
+    the same version is refused. Everything is written under tmp_path, never into the repository."""
+    legacy = ROOT.parent / "shared" / "reference" / "trained_pathway_vae.pth"
+    if not legacy.is_file():
+        pytest.skip(f"legacy weights not found at {legacy}")
+    converted = tmp_path / "converted"
+    assert "model.safetensors" in _cli("convert", "legacy-pathway-vae", str(legacy), "--output", str(converted)).stdout
+    root = tmp_path / "model_cards"
+    args = ("release", str(converted), "--name", "legacy-pathway-vae", "--version", "0.1.0", "--output-root", str(root))
+    _cli(*args)
+    assert sorted(p.name for p in (root / "legacy-pathway-vae" / "v0.1.0").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    again = _cli(*args, check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr

@@ -1,0 +1,285 @@
+"""Versioned releases: `model_cards/<name>/v<version>/` with a model card, `config.json` and `model.safetensors`.
+
+A release holds exactly three files and nothing else from the run directory (no checkpoints, optimizer
+states, logs, trackers, `run_config.json` with local paths, tokens). Versions are immutable: a release is
+built in a temporary folder next to its destination and renamed into place, and an existing version is
+refused. `push_release` uploads a release folder to a Hub repository (allowed files only) and tags the
+commit `v<version>`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+logger = logging.getLogger(__name__)
+
+RELEASE_FILES = ("README.md", "config.json", "model.safetensors")
+ALLOW_PATTERNS = ["README.md", "config.json", "*.safetensors"]
+_SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ReleaseExistsError(FileExistsError, ValueError):
+    """The release version already exists (versions are immutable)."""
+
+
+def normalize_version(version: str) -> str:
+    """'1.0.0' or 'v1.0.0' -> '1.0.0'; anything that is not semantic versioning raises `ValueError`."""
+    version = str(version).strip()
+    if not _SEMVER.match(version):
+        raise ValueError(f"expected a semantic version like 1.0.0 (or v1.0.0), got {version!r}")
+    return version.removeprefix("v")
+
+
+def release_dir_for(name: str, version: str, output_root: str | os.PathLike = "model_cards") -> Path:
+    """Where release `name` `version` lives: `<output_root>/<name>/v<version>`."""
+    if not _NAME.match(name or ""):
+        raise ValueError(f"expected a model name of letters, digits, '.', '_' or '-', got {name!r}")
+    return Path(output_root) / name / f"v{normalize_version(version)}"
+
+
+# ----------------------------------------------------------------------------- card
+
+
+def _split_sections(text: str) -> tuple[str, dict[str, str]]:
+    """Markdown body -> (text before the first '## ' heading without the '# ' title, {heading: text})."""
+    summary_lines: list[str] = []
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = sections.setdefault(line[3:].strip(), [])
+        elif current is not None:
+            current.append(line)
+        elif not line.startswith("# "):
+            summary_lines.append(line)
+    return "\n".join(summary_lines).strip(), {k: "\n".join(v).strip() for k, v in sections.items()}
+
+
+def _eval_results_from_metrics(metrics: dict, dataset_name: str, dataset_type: str) -> list[EvalResult]:
+    """`metrics.json` `test` entries `model/<metric>/<variable>` (the model's own scores) as model-index results."""
+    results = []
+    for key, value in sorted((metrics.get("test") or {}).items()):
+        parts = key.split("/")
+        if len(parts) != 3 or parts[0] != "model" or not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        results.append(
+            EvalResult(
+                task_type="climate-forecasting",
+                dataset_type=dataset_type,
+                dataset_name=dataset_name,
+                dataset_split="test",
+                metric_type=parts[1],
+                metric_name=f"{parts[1]} {parts[2]}",
+                metric_value=float(value),
+            )
+        )
+    return results
+
+
+def _results_table(results: Sequence[EvalResult]) -> str:
+    from .model_card import markdown_table
+
+    rows = [[r.metric_name or r.metric_type, r.dataset_name, r.dataset_split or "", float(r.metric_value)] for r in results]
+    return markdown_table(["metric", "dataset", "split", "value"], rows)
+
+
+def build_release_card(
+    run_dir: Path,
+    *,
+    name: str,
+    version: str,
+    release_path: str,
+    repo_id: str | None = None,
+    license: str | None = None,
+) -> ModelCard:
+    """The release card: metadata (license, library_name, tags, datasets, model-index) from the run's card
+    and/or `metrics.json`, and sections: summary, evaluation, training data, intended use, limitations, how to load."""
+    run_dir = Path(run_dir)
+    old_data: dict = {}
+    old_card_data = ModelCardData()
+    summary, old_sections = "", {}
+    if (run_dir / "README.md").is_file():
+        old = ModelCard.load(run_dir / "README.md")
+        old_card_data = old.data
+        old_data = old.data.to_dict()
+        summary, old_sections = _split_sections(old.text)
+    metrics = {}
+    if (run_dir / "metrics.json").is_file():
+        try:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{run_dir / 'metrics.json'} is not valid JSON: {err}") from err
+    config = json.loads((run_dir / "config.json").read_text())
+
+    # 1. Evaluation results: the run card's model-index, else metrics.json.
+    results = list(old_card_data.eval_results or [])
+    dataset_name = results[0].dataset_name if results else "synthetic planet ensemble"
+    dataset_type = results[0].dataset_type if results else "astrobio-hf/synthetic-planets"
+    if not results and metrics:
+        results = _eval_results_from_metrics(metrics, dataset_name, dataset_type)
+
+    datasets = list(old_data.get("datasets") or []) or ([dataset_type] if results else [])
+    tags = list(dict.fromkeys(["astrobio-hf", *(old_data.get("tags") or []), config.get("model_type", "")]))
+    data = ModelCardData(
+        license=license or old_data.get("license") or "apache-2.0",
+        library_name="transformers",
+        tags=[t for t in tags if t],
+        datasets=datasets or None,
+        model_name=name,
+        eval_results=results or None,
+    )
+
+    # 2. Sections.
+    model_type = config.get("model_type", "?")
+    architectures = ", ".join(config.get("architectures") or []) or model_type
+    variables = config.get("variable_names")
+    training = (
+        f"Evaluated on the `test` split of **{dataset_name}** (`{dataset_type}`)." if results else "No evaluation results were recorded."
+    )
+    if variables:
+        training += f" Variables: {', '.join(map(str, variables))}."
+    if metrics.get("global_step") is not None:
+        training += f" Trained for {metrics['global_step']} optimizer steps."
+    intended = old_sections.get("Intended use") or (
+        f"Research use: {model_type} predictions for astrobiology and planetary-climate studies, compared against "
+        "physical baselines and held-out simulations. Not a substitute for a full climate or chemistry model, and "
+        "not for decisions outside research."
+    )
+    limitations = old_sections.get("Limitations") or (
+        "Valid only within the range of the training data (variables, grid, levels and planet parameters in "
+        "`config.json`); inputs outside it raise an error or give untested results."
+    )
+    load = (
+        "```python\nimport astrobio_hf  # registers the Auto classes\nfrom transformers import AutoModel\n\n"
+        f'model = AutoModel.from_pretrained("{release_path}")\n'
+    )
+    if repo_id:
+        load += f'# or from the Hub:\nmodel = AutoModel.from_pretrained("{repo_id}", revision="v{version}")\n'
+    load += "```"
+    sections = {
+        "Evaluation": _results_table(results) if results else "No evaluation results were recorded.",
+        "Training data": training,
+        "Intended use": intended,
+        "Limitations": limitations,
+        "How to load": load,
+    }
+    body = [f"# {name} v{version}", "", summary or f"`{architectures}` ({model_type}), astrobio-hf release v{version}.", ""]
+    for title, text in sections.items():
+        body += [f"## {title}", "", text.strip(), ""]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+# ----------------------------------------------------------------------------- release
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    missing = [f for f in ("config.json", "model.safetensors") if not (run_dir / f).is_file()]
+    if missing:
+        found = sorted(p.name for p in run_dir.iterdir())
+        raise FileNotFoundError(
+            f"expected {', '.join(missing)} in {run_dir} (a save_pretrained output with safetensors weights), found {found}"
+        )
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{run_dir / 'config.json'} is not valid JSON: {err}") from err
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise ValueError(f"expected a transformers config with 'model_type' in {run_dir / 'config.json'}")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(run_dir / "model.safetensors"), framework="pt") as f:
+            f.keys()
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{run_dir / 'model.safetensors'} is not a readable safetensors file: {err}") from err
+
+
+def release_run(
+    run_dir: str | os.PathLike,
+    *,
+    name: str,
+    version: str,
+    output_root: str | os.PathLike = "model_cards",
+    push: str | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    license: str | None = None,
+) -> Path:
+    """Build `<output_root>/<name>/v<version>/` (README.md card, config.json, model.safetensors) from `run_dir`,
+    atomically; refuse an existing version (`ReleaseExistsError`). With `push=REPO_ID`, upload it to the Hub
+    (`endpoint` or HF_ENDPOINT) and tag the commit `v<version>`. Returns the release folder."""
+    run_dir = Path(run_dir)
+    version = normalize_version(version)
+    final = release_dir_for(name, version, output_root)
+    if final.exists():
+        raise ReleaseExistsError(f"release {final} already exists; versions are immutable, choose a new version")
+    _check_run_dir(run_dir)
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.", suffix=".tmp", dir=final.parent))
+    try:
+        for fname in ("config.json", "model.safetensors"):
+            shutil.copyfile(run_dir / fname, tmp / fname)
+        card = build_release_card(run_dir, name=name, version=version, release_path=final.as_posix(), repo_id=push, license=license)
+        card.save(str(tmp / "README.md"))
+        os.chmod(tmp, 0o755)
+        if final.exists():
+            raise ReleaseExistsError(f"release {final} already exists; versions are immutable, choose a new version")
+        try:
+            os.rename(tmp, final)
+        except OSError as err:  # a concurrent release of the same version won the rename
+            raise ReleaseExistsError(f"release {final} already exists; versions are immutable ({err})") from err
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("released %s (%s)", final, ", ".join(RELEASE_FILES))
+
+    if push:
+        push_release(final, push, version=version, endpoint=endpoint, token=token)
+    return final
+
+
+def push_release(
+    release_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    version: str | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    private: bool | None = None,
+) -> str:
+    """Upload a release folder (README.md, config.json, *.safetensors only) to model repo `repo_id` and tag
+    the commit `v<version>` (version defaults to the folder name). Returns the commit id."""
+    release_dir = Path(release_dir)
+    version = normalize_version(version or release_dir.name)
+    present = sorted(p.name for p in release_dir.iterdir()) if release_dir.is_dir() else []
+    if present != sorted(RELEASE_FILES):
+        raise ValueError(f"expected exactly {sorted(RELEASE_FILES)} in release {release_dir}, found {present}")
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        repo_type="model",
+        folder_path=str(release_dir),
+        allow_patterns=ALLOW_PATTERNS,
+        commit_message=f"Release v{version}",
+    )
+    api.create_tag(repo_id, tag=f"v{version}", revision=commit.oid, tag_message=f"Release v{version}", repo_type="model")
+    logger.info("pushed %s to %s at %s, tagged v%s", release_dir, repo_id, commit.oid, version)
+    return commit.oid
+
+
+__all__ = ["ALLOW_PATTERNS", "RELEASE_FILES", "ReleaseExistsError", "build_release_card", "normalize_version", "push_release", "release_dir_for", "release_run"]
