@@ -212,3 +212,36 @@ def test_loop_timer_excludes_paused_time_and_warmup(monkeypatch):
     timer.step(8)  # t=10: counted (7 s)
     summary = timer.summary()
     assert summary["samples_per_second"] == pytest.approx(8 * 3 / (1 + 1 + 7))
+
+
+def test_record_validation_best_and_patience():
+    state = TrainingState(global_step=3)
+    assert state.record_validation(1.0) is True
+    state.global_step = 6
+    assert state.record_validation(1.5) is False and not state.patience_exhausted(2)
+    assert state.record_validation(0.5) is True and state.evals_without_improvement == 0
+    assert state.record_validation(0.7) is False and state.record_validation(0.6) is False
+    assert state.patience_exhausted(2) and not state.patience_exhausted(0)
+    assert [h["val/loss"] for h in state.history] == [1.0, 1.5, 0.5, 0.7, 0.6] and state.best_metric == 0.5
+
+
+def test_guarded_optimizer_step_skips_a_nan_step():
+    from astrobio_hf.training import guarded_optimizer_step
+
+    acc = Accelerator(cpu=True)
+    model = Tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (1 + step))
+    model, opt, sched = acc.prepare(model, opt, sched)
+    guard = NonFiniteGuard(acc, max_consecutive=3)
+    x = torch.randn(2, 2, 3, 3, 3)
+    before = model.conv.weight.detach().clone()
+    loss = model(x).sum() * float("nan")
+    acc.backward(loss)
+    norm, ok = guarded_optimizer_step(acc, model, opt, sched, guard, loss, max_grad_norm=1.0)
+    assert not ok and torch.equal(model.conv.weight, before) and sched.scheduler.last_epoch == 0
+    assert all(p.grad is None for p in model.parameters())  # zeroed for the next step
+    loss = model(x).pow(2).mean()
+    acc.backward(loss)
+    norm, ok = guarded_optimizer_step(acc, model, opt, sched, guard, loss, max_grad_norm=1.0)
+    assert ok and float(norm) > 0 and not torch.equal(model.conv.weight, before) and sched.scheduler.last_epoch == 1

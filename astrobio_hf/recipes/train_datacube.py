@@ -14,7 +14,6 @@ lr schedule from the real number of optimizer steps; prepare; resume; loop; save
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -43,6 +42,7 @@ from astrobio_hf.training import (
     create_ema,
     create_optimizer,
     ema_weights,
+    guarded_optimizer_step,
     parse_recipe_args,
 )
 from astrobio_hf.training.args import resolved_config
@@ -312,17 +312,9 @@ def main(argv: list[str] | None = None) -> dict:
                 out = model(**model_inputs(batch, accelerator.device))
                 loss = out.loss
                 accelerator.backward(loss)
-                grad_norm = None
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm or float("inf"))
-                    step_ok = guard.check(loss, grad_norm)
-                else:
-                    step_ok = True
-                if step_ok:
-                    optimizer.step()
-                    if accelerator.sync_gradients:
-                        lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                grad_norm, step_ok = guarded_optimizer_step(
+                    accelerator, model, optimizer, lr_scheduler, guard, loss, train_args.max_grad_norm
+                )
             running += torch.stack([loss.detach().float(), torch.ones((), device=running.device)])
             if not accelerator.sync_gradients:
                 continue
@@ -362,20 +354,13 @@ def main(argv: list[str] | None = None) -> dict:
                 with ema_weights(ema, unwrapped):
                     val = evaluate(unwrapped, val_loader, accelerator, climatology)
                 metric = val["loss"]
-                is_best = state.best_metric is None or metric < state.best_metric
-                if is_best:
-                    state.best_metric, state.evals_without_improvement = metric, 0
-                else:
-                    state.evals_without_improvement += 1
+                is_best = state.record_validation(metric)
                 accelerator.log(
                     {"val/loss": metric, "val/nrmse": val["model/nrmse"], **{f"val/rmse/{v}": val[f"model/rmse/{v}"] for v in config.variable_names}},
                     step=state.global_step,
                 )
-                state.history.append({"step": state.global_step, "val/loss": metric})
                 logger.info("step %d: val loss %.4f%s", state.global_step, metric, " (best)" if is_best else "")
-            stop = state.global_step >= total_steps or (
-                train_args.early_stopping_patience and state.evals_without_improvement >= train_args.early_stopping_patience
-            )
+            stop = state.global_step >= total_steps or state.patience_exhausted(train_args.early_stopping_patience)
             if end_of_epoch:
                 state.epoch += 1
                 state.batches_in_epoch = 0
@@ -385,15 +370,11 @@ def main(argv: list[str] | None = None) -> dict:
             if stop or end_of_epoch:
                 break
     progress.close()
-    if train_args.early_stopping_patience and state.evals_without_improvement >= train_args.early_stopping_patience:
+    if state.patience_exhausted(train_args.early_stopping_patience):
         logger.info("early stopping: %d validations without improvement", state.evals_without_improvement)
 
     # 11. Final model = EMA weights of the best checkpoint; test on held-out planets with baselines.
-    best = checkpoints.best()
-    if best is not None and best != checkpoints.last():
-        final_state = copy.deepcopy(state.state_dict())
-        checkpoints.load(best)  # weights + EMA of the best validation step ...
-        state.load_state_dict(final_state)  # ... but the run's own counters and history
+    checkpoints.restore_best_weights(state)  # weights + EMA of the best validation step, this run's history
     with ema_weights(ema, unwrapped):
         test = evaluate(unwrapped, test_loader, accelerator, climatology=climatology, with_baselines=True)
         if accelerator.is_main_process:

@@ -49,6 +49,7 @@ from astrobio_hf.training import (
     create_ema,
     create_optimizer,
     ema_weights,
+    guarded_optimizer_step,
     parse_recipe_args,
 )
 from astrobio_hf.training.args import resolved_config
@@ -308,15 +309,9 @@ def main(argv: list[str] | None = None) -> dict:
             with accelerator.accumulate(model):
                 loss, out, physics_terms = diffusion_step(model, noise_scheduler, batch, accelerator.device, diff_args, physics)
                 accelerator.backward(loss)
-                grad_norm, step_ok = None, True
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm or float("inf"))
-                    step_ok = guard.check(loss, grad_norm)
-                if step_ok:
-                    optimizer.step()
-                    if accelerator.sync_gradients:
-                        lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                grad_norm, step_ok = guarded_optimizer_step(
+                    accelerator, model, optimizer, lr_scheduler, guard, loss, train_args.max_grad_norm
+                )
             running += torch.stack([loss.detach().float(), torch.ones((), device=running.device)])
             if not accelerator.sync_gradients:
                 continue
@@ -359,17 +354,10 @@ def main(argv: list[str] | None = None) -> dict:
 
                             image = mpimg.imread(output_dir / "plots" / "samples_latest.png")[..., :3]
                             tracker.log_images({"samples": image}, step=state.global_step, dataformats="HWC")
-                is_best = state.best_metric is None or metric < state.best_metric
-                if is_best:
-                    state.best_metric, state.evals_without_improvement = metric, 0
-                else:
-                    state.evals_without_improvement += 1
+                is_best = state.record_validation(metric)
                 accelerator.log({"val/loss": metric}, step=state.global_step)
-                state.history.append({"step": state.global_step, "val/loss": metric})
                 logger.info("step %d: val loss %.4f%s", state.global_step, metric, " (best)" if is_best else "")
-            stop = state.global_step >= total_steps or bool(
-                train_args.early_stopping_patience and state.evals_without_improvement >= train_args.early_stopping_patience
-            )
+            stop = state.global_step >= total_steps or state.patience_exhausted(train_args.early_stopping_patience)
             if end_of_epoch:
                 state.epoch += 1
                 state.batches_in_epoch = 0
@@ -381,11 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
     progress.close()
 
     # 11. Release the EMA weights of the best checkpoint: the model, and a pipeline with a fast sampler.
-    best = checkpoints.best()
-    if best is not None and best != checkpoints.last():
-        final_state = copy.deepcopy(state.state_dict())
-        checkpoints.load(best)
-        state.load_state_dict(final_state)
+    checkpoints.restore_best_weights(state)  # weights + EMA of the best validation step, this run's history
     result = {"global_step": state.global_step, "best_val_loss": state.best_metric, "train_throughput": timer.summary()}
     with ema_weights(ema, unwrapped):
         if accelerator.is_main_process:

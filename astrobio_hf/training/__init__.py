@@ -7,7 +7,7 @@ these pieces for argument parsing, parameter groups, checkpoints, EMA, guards an
 from .args import TrainingArguments, parse_recipe_args
 from .checkpoint import CheckpointManager, TrainingState
 from .ema import create_ema, ema_weights
-from .guards import NonFiniteGuard, NonFiniteLossError
+from .guards import NonFiniteGuard, NonFiniteLossError, guarded_optimizer_step
 from .optim import create_optimizer, parameter_groups
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "create_ema",
     "create_optimizer",
     "ema_weights",
+    "guarded_optimizer_step",
     "parameter_groups",
     "parse_recipe_args",
 ]

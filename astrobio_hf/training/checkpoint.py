@@ -10,6 +10,7 @@ deletes the checkpoint that `best` points to.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -44,6 +45,20 @@ class TrainingState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+
+    def record_validation(self, metric: float) -> bool:
+        """Record a validation metric (lower is better) in the history; returns True when it is the best."""
+        is_best = self.best_metric is None or metric < self.best_metric
+        if is_best:
+            self.best_metric, self.evals_without_improvement = metric, 0
+        else:
+            self.evals_without_improvement += 1
+        self.history.append({"step": self.global_step, "val/loss": metric})
+        return is_best
+
+    def patience_exhausted(self, patience: int) -> bool:
+        """Early stopping: `patience` validations in a row without improvement (0 = never stop early)."""
+        return bool(patience) and self.evals_without_improvement >= patience
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
@@ -141,3 +156,13 @@ class CheckpointManager:
     def load(self, path: Path) -> None:
         self.accelerator.load_state(str(path))
         logger.info("resumed from %s", path)
+
+    def restore_best_weights(self, state: TrainingState) -> None:
+        """Load the weights and EMA of the `best` checkpoint (when it is not the last one) while keeping the
+        run's own counters and history in `state`: what a run releases at its end."""
+        best = self.best()
+        if best is None or best == self.last():
+            return
+        final = copy.deepcopy(state.state_dict())
+        self.load(best)
+        state.load_state_dict(final)

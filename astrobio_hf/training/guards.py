@@ -50,3 +50,19 @@ class NonFiniteGuard:
                 "check the data for NaN/Inf, or try fp32."
             )
         return False
+
+
+def guarded_optimizer_step(accelerator, model, optimizer, lr_scheduler, guard: NonFiniteGuard, loss, max_grad_norm: float):
+    """The end of every micro-batch inside `accelerator.accumulate`: on a sync step, clip the gradients and
+    ask the guard; step the optimizer (and, on sync steps, the schedule) unless the step is non-finite;
+    zero the gradients. Returns `(grad_norm or None, step_ok)`."""
+    grad_norm, step_ok = None, True
+    if accelerator.sync_gradients:
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf"))
+        step_ok = guard.check(loss, grad_norm)
+    if step_ok:
+        optimizer.step()
+        if accelerator.sync_gradients:
+            lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, step_ok

@@ -29,6 +29,7 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from ..loading import ClearLoadingErrorsMixin
+from ..normalisation import normalisation_tensors
 from .configuration_climate_diffusion import ClimateDiffusionConfig
 
 
@@ -70,21 +71,6 @@ def _check_sample(name: str, tensor, config: ClimateDiffusionConfig, batch_size:
         raise ValueError(f"{name}: expected batch size B={batch_size} (from sample), got {tuple(tensor.shape)}")
     if not tensor.is_floating_point():
         raise ValueError(f"{name}: expected a floating-point tensor, got dtype {tensor.dtype}")
-
-
-def _normalisation_tensors(config: ClimateDiffusionConfig) -> dict[str, torch.Tensor]:
-    """Normalisation statistics from the config; identity (0, 1) where the config holds none."""
-
-    def table(values, shape, fill):
-        return torch.full(shape, fill) if values is None else torch.tensor(values, dtype=torch.float32)
-
-    V, Z, P = config.num_variables, config.num_levels, config.num_planet_params
-    return {
-        "norm_mean": table(config.norm_mean, (V, Z), 0.0),
-        "norm_std": table(config.norm_std, (V, Z), 1.0),
-        "planet_mean": table(config.planet_param_mean, (P,), 0.0),
-        "planet_std": table(config.planet_param_std, (P,), 1.0),
-    }
 
 
 def _pad_longitude(module: nn.Module, args: tuple, width: int) -> tuple:
@@ -187,7 +173,7 @@ class ClimateDiffusionPreTrainedModel(ClearLoadingErrorsMixin, PreTrainedModel):
             init.normal_(module.null_embedding, mean=0.0, std=std)
         elif isinstance(module, ClimateDiffusionModel):
             with torch.device("cpu"):
-                stats = _normalisation_tensors(self.config)
+                stats = normalisation_tensors(self.config)
             for name, value in stats.items():
                 init.copy_(getattr(module, name), value)
 
@@ -203,7 +189,7 @@ class ClimateDiffusionModel(ClimateDiffusionPreTrainedModel):
         super().__init__(config)
         config._validate()
         # Normalisation statistics: config values, not saved with the weights (the config is the source of truth)
-        for name, value in _normalisation_tensors(config).items():
+        for name, value in normalisation_tensors(config).items():
             self.register_buffer(name, value, persistent=False)
         self.condition_embedding = ClimateDiffusionConditionEmbedding(config) if config.has_condition else None
         self.unet = _build_unet(config)

@@ -27,6 +27,7 @@ from transformers.utils import ModelOutput
 
 from ...physics.constraints import PhysicsConstraints
 from ..loading import ClearLoadingErrorsMixin
+from ..normalisation import normalisation_tensors, statistics_table
 from .configuration_datacube_unet import DatacubeUNetConfig
 
 
@@ -118,24 +119,16 @@ def _gaussian_nll(target: torch.Tensor, mean: torch.Tensor, log_variance: torch.
 
 
 def _normalisation_tensors(config: DatacubeUNetConfig) -> dict[str, torch.Tensor]:
-    """Normalisation statistics from the config; identity (0, 1) where the config holds none."""
-
-    def table(values, shape, fill):
-        return torch.full(shape, fill) if values is None else torch.tensor(values, dtype=torch.float32)
-
-    V, Z, P = config.num_variables, config.num_levels, config.num_planet_params
-    return {
-        "norm_mean": table(config.norm_mean, (V, Z), 0.0),
-        "norm_std": table(config.norm_std, (V, Z), 1.0),
-        "planet_mean": table(config.planet_param_mean, (P,), 0.0),
-        "planet_std": table(config.planet_param_std, (P,), 1.0),
-        # the forecast change's unit, in normalised units (tendency_std / norm_std); 1 without tendency_std
-        "tendency_scale": (
-            torch.ones(V, Z)
-            if config.tendency_std is None
-            else torch.tensor(config.tendency_std, dtype=torch.float32) / table(config.norm_std, (V, Z), 1.0)
-        ),
-    }
+    """The shared normalisation statistics plus this family's tendency scale."""
+    V, Z = config.num_variables, config.num_levels
+    tensors = normalisation_tensors(config)
+    # the forecast change's unit, in normalised units (tendency_std / norm_std); 1 without tendency_std
+    tensors["tendency_scale"] = (
+        torch.ones(V, Z)
+        if config.tendency_std is None
+        else statistics_table(config.tendency_std, (V, Z), 1.0) / tensors["norm_std"]
+    )
+    return tensors
 
 
 def build_physics_constraints(config: DatacubeUNetConfig, weights: dict[str, float] | None = None) -> PhysicsConstraints:
