@@ -33,6 +33,7 @@ test-all: setup
 bench: setup
 	$(BIN)/python benches/bench_datacube.py
 	$(BIN)/python benches/bench_diffusion.py
+	$(BIN)/python benches/bench_pathway_vae.py
 
 clean:
 	rm -rf runs data .pytest_cache

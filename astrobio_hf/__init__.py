@@ -15,6 +15,7 @@ from .models.datacube_unet import (
     DatacubeUNetModel,
 )
 from .models.legacy_pathway_vae import LegacyPathwayVAEConfig, LegacyPathwayVAEModel, LegacyPathwayVAEOutput
+from .models.pathway_vae import PathwayVAEConfig, PathwayVAEModel, PathwayVAEOutput
 
 
 __version__ = "0.1.0"
@@ -25,6 +26,8 @@ AutoConfig.register("climate_diffusion", ClimateDiffusionConfig, exist_ok=True)
 AutoModel.register(ClimateDiffusionConfig, ClimateDiffusionModel, exist_ok=True)
 AutoConfig.register("legacy_pathway_vae", LegacyPathwayVAEConfig, exist_ok=True)
 AutoModel.register(LegacyPathwayVAEConfig, LegacyPathwayVAEModel, exist_ok=True)
+AutoConfig.register("pathway_vae", PathwayVAEConfig, exist_ok=True)
+AutoModel.register(PathwayVAEConfig, PathwayVAEModel, exist_ok=True)
 
 __all__ = [
     "ClimateDiffusionConfig",
@@ -37,5 +40,8 @@ __all__ = [
     "LegacyPathwayVAEConfig",
     "LegacyPathwayVAEModel",
     "LegacyPathwayVAEOutput",
+    "PathwayVAEConfig",
+    "PathwayVAEModel",
+    "PathwayVAEOutput",
     "__version__",
 ]

@@ -3,7 +3,8 @@
     astrobio-hf data synth --output DIR [--n-planets N] [--seed S] [...]
     astrobio-hf data ingest INPUT.nc [more.nc ...] --output DIR [--variables a,b,c]
     astrobio-hf data inspect DIR
-    astrobio-hf train datacube|diffusion [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
+    astrobio-hf data metabolic [--output DIR] [--seed N]        # real metabolic-network graphs (cobra's offline models)
+    astrobio-hf train datacube|diffusion|pathway-vae [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
     astrobio-hf release RUN_DIR --name NAME --version 1.0.0 [--push REPO_ID] [--output-root model_cards]
     astrobio-hf convert legacy-pathway-vae PATH --output DIR [--graphs NPZ]
     astrobio-hf eval diffusion RUN_DIR [--samplers ddim,dpmsolver++,unipc] [--steps 10,20,50] [--guidance 1,2]
@@ -18,7 +19,11 @@ import logging
 import os
 import sys
 
-FAMILIES = {"datacube": "astrobio_hf.recipes.train_datacube", "diffusion": "astrobio_hf.recipes.train_diffusion"}
+FAMILIES = {
+    "datacube": "astrobio_hf.recipes.train_datacube",
+    "diffusion": "astrobio_hf.recipes.train_diffusion",
+    "pathway-vae": "astrobio_hf.recipes.train_pathway_vae",
+}
 
 
 def _data_parser(sub) -> None:
@@ -42,6 +47,12 @@ def _data_parser(sub) -> None:
 
     inspect = dsub.add_parser("inspect", help="print the schema and per-variable statistics")
     inspect.add_argument("data_dir")
+
+    metabolic = dsub.add_parser(
+        "metabolic", help="build metabolic-network graphs from cobra's offline models (textbook, iJO1366, salmonella)"
+    )
+    metabolic.add_argument("--output", default="data/metabolic", help="output directory (graphs.parquet + schema.json)")
+    metabolic.add_argument("--seed", type=int, default=0, help="seed of the per-graph link split")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +129,15 @@ def _run(args: argparse.Namespace) -> int:
             from astrobio_hf.data.inspect import describe_dataset
 
             print(describe_dataset(args.data_dir))
+        elif args.data_command == "metabolic":
+            from astrobio_hf.data.metabolic import write_metabolic_dataset
+
+            schema = write_metabolic_dataset(args.output, seed=args.seed)
+            organisms = "; ".join(
+                f"{name}: {c['graphs']} graphs, {c['nodes']} nodes, {c['edges']} edges, {c['dropped_graphs']} dropped"
+                for name, c in schema["counts"].items()
+            )
+            print(f"wrote {args.output}: {len(schema['node_feature_names'])} node features; {organisms}")
         return 0
 
     if args.command == "release":

@@ -3,7 +3,10 @@ load through the Auto classes, immutable versions, and a push to a Hub.
 
 No Hub is reachable here: the push test runs the unchanged `huggingface_hub` client (`HfApi(endpoint=...)`)
 against `tests/hub_server.py`, a loopback fake of the create-repo, validate-yaml, preupload, commit (NDJSON, inline base64
-files) and tag endpoints, and checks what arrived there.
+files) and tag endpoints (and the info, tree and resolve endpoints downloads use), and checks what arrived there.
+
+A diffusion run's release also loads as a `ClimateDiffusionPipeline`, from the folder and from a Hub snapshot,
+with the weights stored once.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from astrobio_hf.hub.release import ReleaseExistsError, normalize_version, relea
 
 try:
     from .hub_server import FakeHub
+    from .test_modeling_climate_diffusion import tiny_config as tiny_diffusion_config
     from .test_modeling_datacube_unet import tiny_config, tiny_inputs
 except ImportError:  # tests/ is not a package
     from hub_server import FakeHub
+    from test_modeling_climate_diffusion import tiny_config as tiny_diffusion_config
     from test_modeling_datacube_unet import tiny_config, tiny_inputs
 
 FAKE_TOKEN = "hf_FAKEtokenTHATmustNEVERbeRELEASED0123"
@@ -143,3 +148,69 @@ def test_push_to_hub(run_dir, tmp_path):
     assert 'revision="v1.0.0"' in (out / "README.md").read_text()
     assert set(hub.auth_headers) == {f"Bearer {FAKE_TOKEN}"}
     assert hub.validated_metadata and hub.validated_metadata[-1]["model-index"][0]["name"] == "datacube-unet"
+
+
+@pytest.fixture
+def diffusion_run_dir(tmp_path) -> Path:
+    """What the diffusion recipe leaves: the model at the root and the same model as pipeline/denoiser/."""
+    from astrobio_hf import ClimateDiffusionModel
+    from astrobio_hf.diffusion.pipeline_climate_diffusion import (
+        ClimateDiffusionPipeline,
+    )
+    from astrobio_hf.diffusion.schedulers import make_scheduler
+
+    torch.manual_seed(0)
+    run = tmp_path / "diffusion_run"
+    model = ClimateDiffusionModel(tiny_diffusion_config()).eval()
+    model.save_pretrained(run, safe_serialization=True)
+    scheduler = make_scheduler("dpmsolver++", prediction_type="v_prediction", zero_terminal_snr=True)
+    ClimateDiffusionPipeline(denoiser=model, scheduler=scheduler).save_pretrained(run / "pipeline")
+    (run / "metrics.json").write_text(json.dumps({"global_step": 2}))
+    (run / "run_config.json").write_text(json.dumps({"data_dir": "/home/me/secret/planets"}))
+    return run
+
+
+def test_diffusion_release_loads_as_model_and_pipeline_with_weights_once(diffusion_run_dir, tmp_path):
+    from diffusers import DPMSolverMultistepScheduler
+    from huggingface_hub import snapshot_download
+    from transformers import AutoModel
+
+    from astrobio_hf import ClimateDiffusionModel
+    from astrobio_hf.diffusion.pipeline_climate_diffusion import (
+        ClimateDiffusionPipeline,
+    )
+
+    with FakeHub(lifetime_s=60) as hub:
+        out = release_run(
+            diffusion_run_dir, name="climate-diffusion", version="1.0.0", output_root=tmp_path / "model_cards",
+            push="astrobio/climate-diffusion", endpoint=hub.url, token=FAKE_TOKEN,
+        )
+        snapshot = Path(snapshot_download("astrobio/climate-diffusion", revision="v1.0.0", endpoint=hub.url,
+                                          cache_dir=tmp_path / "hf_cache", token=FAKE_TOKEN))
+    assert hub.unexpected == []
+    files = {"README.md", "config.json", "model.safetensors", "model_index.json", "scheduler/scheduler_config.json"}
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == files
+    assert set(hub.repos["astrobio/climate-diffusion"]["files"]) == files
+    assert len(list(out.rglob("*.safetensors"))) == 1  # no denoiser/ copy: the pipeline reads the root weights
+    assert (out / "model.safetensors").read_bytes() == (diffusion_run_dir / "model.safetensors").read_bytes()
+    card = (out / "README.md").read_text()
+    assert "ClimateDiffusionPipeline.from_pretrained" in card and "/home/me/secret" not in card
+
+    model = AutoModel.from_pretrained(out).eval()
+    assert type(model) is ClimateDiffusionModel
+    for where in (out, snapshot):
+        pipe = ClimateDiffusionPipeline.from_pretrained(where)
+        assert type(pipe.scheduler) is DPMSolverMultistepScheduler
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(pipe.denoiser.state_dict()[key], value, rtol=0, atol=0)
+        pipe.set_progress_bar_config(disable=True)
+        samples = pipe(planet_params=torch.tensor([[1361.0, 400.0]]), class_labels=torch.tensor([1]), num_inference_steps=2,
+                       generator=torch.Generator().manual_seed(0)).samples
+        assert samples.shape == (1, 3, 8, 16) and torch.isfinite(samples).all()
+
+    # The pipeline's denoiser must be the run's model: a run whose two copies differ is refused.
+    other = ClimateDiffusionModel(tiny_diffusion_config())
+    other.save_pretrained(diffusion_run_dir / "pipeline" / "denoiser", safe_serialization=True)
+    with pytest.raises(ValueError, match="same file"):
+        release_run(diffusion_run_dir, name="climate-diffusion", version="1.0.1", output_root=tmp_path / "model_cards")
+    assert not (tmp_path / "model_cards" / "climate-diffusion" / "v1.0.1").exists()

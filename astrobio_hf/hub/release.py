@@ -1,10 +1,21 @@
 """Versioned releases: `model_cards/<name>/v<version>/` with a model card, `config.json` and `model.safetensors`.
 
-A release holds exactly three files and nothing else from the run directory (no checkpoints, optimizer
-states, logs, trackers, `run_config.json` with local paths, tokens). Versions are immutable: a release is
-built in a temporary folder next to its destination and renamed into place, and an existing version is
-refused. `push_release` uploads a release folder to a Hub repository (allowed files only) and tags the
-commit `v<version>`.
+A release holds exactly these three files and nothing else from the run directory (no checkpoints, optimizer
+states, logs, trackers, `run_config.json` with local paths, tokens). A diffusion run (one whose run directory
+has `pipeline/model_index.json`) adds two small files so that the same folder also loads as its pipeline:
+
+    README.md  config.json  model.safetensors  model_index.json  scheduler/scheduler_config.json
+
+`AutoModel.from_pretrained(release)` reads the root `config.json` + `model.safetensors`; and
+`ClimateDiffusionPipeline.from_pretrained(release)` reads `model_index.json`, the scheduler from `scheduler/`,
+and, because there is no `denoiser/` folder, the denoiser from the root (diffusers' flat, transformers-style
+layout: a component without a subfolder is loaded from the repository root, locally and from the Hub), so the
+weights are stored once. The run's `pipeline/denoiser/` must hold the very same weights and config as the
+run's root, otherwise the release is refused.
+
+Versions are immutable: a release is built in a temporary folder next to its destination and renamed into
+place, and an existing version is refused. `push_release` uploads a release folder to a Hub repository
+(allowed files only) and tags the commit `v<version>`.
 """
 
 from __future__ import annotations
@@ -24,7 +35,8 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 logger = logging.getLogger(__name__)
 
 RELEASE_FILES = ("README.md", "config.json", "model.safetensors")
-ALLOW_PATTERNS = ["README.md", "config.json", "*.safetensors"]
+PIPELINE_FILES = ("model_index.json", "scheduler/scheduler_config.json")
+ALLOW_PATTERNS = ["README.md", "config.json", "*.safetensors", *PIPELINE_FILES]
 _SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -46,6 +58,44 @@ def release_dir_for(name: str, version: str, output_root: str | os.PathLike = "m
     if not _NAME.match(name or ""):
         raise ValueError(f"expected a model name of letters, digits, '.', '_' or '-', got {name!r}")
     return Path(output_root) / name / f"v{normalize_version(version)}"
+
+
+def release_files(release_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The files a release folder must hold: RELEASE_FILES, plus PIPELINE_FILES for a diffusion release."""
+    pipeline = (Path(release_dir) / "model_index.json").is_file()
+    return RELEASE_FILES + (PIPELINE_FILES if pipeline else ())
+
+
+def _files_under(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()) if folder.is_dir() else []
+
+
+def pipeline_sources(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """{release path: run file} of the pipeline files of a diffusion run (`run_dir/pipeline/`), {} for other runs.
+
+    The release keeps one copy of the weights (the root's), so the run's pipeline must hold the same denoiser
+    (byte-identical config.json and model.safetensors) and no component other than `denoiser` + `scheduler`."""
+    run_dir = Path(run_dir)
+    pipe = run_dir / "pipeline"
+    if not (pipe / "model_index.json").is_file():
+        return {}
+    try:
+        index = json.loads((pipe / "model_index.json").read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{pipe / 'model_index.json'} is not valid JSON: {err}") from err
+    components = sorted(k for k in index if not k.startswith("_"))
+    if components != ["denoiser", "scheduler"]:
+        raise ValueError(f"expected a pipeline with components ['denoiser', 'scheduler'] in {pipe}, got {components}")
+    if not (pipe / "scheduler" / "scheduler_config.json").is_file():
+        raise FileNotFoundError(f"expected scheduler/scheduler_config.json in {pipe}, found {_files_under(pipe)}")
+    for name in ("config.json", "model.safetensors"):
+        theirs = pipe / "denoiser" / name
+        if theirs.is_file() and theirs.read_bytes() != (run_dir / name).read_bytes():
+            raise ValueError(
+                f"expected {theirs} to be the same file as {run_dir / name} (the pipeline's denoiser is the run's model, "
+                "stored once in the release), got different contents; re-save the pipeline from the final model"
+            )
+    return {"model_index.json": pipe / "model_index.json", "scheduler/scheduler_config.json": pipe / "scheduler" / "scheduler_config.json"}
 
 
 # ----------------------------------------------------------------------------- card
@@ -166,6 +216,19 @@ def build_release_card(
     )
     if repo_id:
         load += f'# or from the Hub:\nmodel = AutoModel.from_pretrained("{repo_id}", revision="v{version}")\n'
+    if (run_dir / "pipeline" / "model_index.json").is_file():
+        # diffusers resolves a component from a library it does not know only from a local folder (from a
+        # repo id it looks for the component's .py file on the Hub), so Hub users download the snapshot first.
+        load += (
+            "\n# the same weights as a sampling pipeline (model_index.json + scheduler/ beside them)\n"
+            "from astrobio_hf.diffusion.pipeline_climate_diffusion import ClimateDiffusionPipeline\n\n"
+            f'pipe = ClimateDiffusionPipeline.from_pretrained("{release_path}")\n'
+        )
+        if repo_id:
+            load += (
+                "# or from the Hub:\nfrom huggingface_hub import snapshot_download\n\n"
+                f'pipe = ClimateDiffusionPipeline.from_pretrained(snapshot_download("{repo_id}", revision="v{version}"))\n'
+            )
     load += "```"
     sections = {
         "Evaluation": _results_table(results) if results else "No evaluation results were recorded.",
@@ -218,8 +281,9 @@ def release_run(
     token: str | None = None,
     license: str | None = None,
 ) -> Path:
-    """Build `<output_root>/<name>/v<version>/` (README.md card, config.json, model.safetensors) from `run_dir`,
-    atomically; refuse an existing version (`ReleaseExistsError`). With `push=REPO_ID`, upload it to the Hub
+    """Build `<output_root>/<name>/v<version>/` (README.md card, config.json, model.safetensors, and for a
+    diffusion run model_index.json + scheduler/scheduler_config.json) from `run_dir`, atomically; refuse an
+    existing version (`ReleaseExistsError`). With `push=REPO_ID`, upload it to the Hub
     (`endpoint` or HF_ENDPOINT) and tag the commit `v<version>`. Returns the release folder."""
     run_dir = Path(run_dir)
     version = normalize_version(version)
@@ -227,12 +291,16 @@ def release_run(
     if final.exists():
         raise ReleaseExistsError(f"release {final} already exists; versions are immutable, choose a new version")
     _check_run_dir(run_dir)
+    pipeline = pipeline_sources(run_dir)
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.", suffix=".tmp", dir=final.parent))
     try:
         for fname in ("config.json", "model.safetensors"):
             shutil.copyfile(run_dir / fname, tmp / fname)
+        for fname, source in pipeline.items():
+            (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, tmp / fname)
         card = build_release_card(run_dir, name=name, version=version, release_path=final.as_posix(), repo_id=push, license=license)
         card.save(str(tmp / "README.md"))
         os.chmod(tmp, 0o755)
@@ -245,7 +313,7 @@ def release_run(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("released %s (%s)", final, ", ".join(RELEASE_FILES))
+    logger.info("released %s (%s)", final, ", ".join(release_files(final)))
 
     if push:
         push_release(final, push, version=version, endpoint=endpoint, token=token)
@@ -261,14 +329,16 @@ def push_release(
     token: str | None = None,
     private: bool | None = None,
 ) -> str:
-    """Upload a release folder (README.md, config.json, *.safetensors only) to model repo `repo_id` and tag
-    the commit `v<version>` (version defaults to the folder name). Returns the commit id."""
+    """Upload a release folder (exactly `release_files(release_dir)`) to model repo `repo_id` and tag the
+    commit `v<version>` (version defaults to the folder name). Returns the commit id."""
     release_dir = Path(release_dir)
     version = normalize_version(version or release_dir.name)
-    present = sorted(p.name for p in release_dir.iterdir()) if release_dir.is_dir() else []
-    if present != sorted(RELEASE_FILES):
-        raise ValueError(f"expected exactly {sorted(RELEASE_FILES)} in release {release_dir}, found {present}")
-    api = HfApi(endpoint=endpoint, token=token)
+    present = _files_under(release_dir)
+    expected = sorted(release_files(release_dir))
+    if present != expected:
+        raise ValueError(f"expected exactly {expected} in release {release_dir}, found {present}")
+    # HF_ENDPOINT is read now, not only when huggingface_hub was imported (as the push while training does).
+    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
     api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
     commit = api.upload_folder(
         repo_id=repo_id,
@@ -282,4 +352,16 @@ def push_release(
     return commit.oid
 
 
-__all__ = ["ALLOW_PATTERNS", "RELEASE_FILES", "ReleaseExistsError", "build_release_card", "normalize_version", "push_release", "release_dir_for", "release_run"]
+__all__ = [
+    "ALLOW_PATTERNS",
+    "PIPELINE_FILES",
+    "RELEASE_FILES",
+    "ReleaseExistsError",
+    "build_release_card",
+    "normalize_version",
+    "pipeline_sources",
+    "push_release",
+    "release_dir_for",
+    "release_files",
+    "release_run",
+]

@@ -10,12 +10,13 @@ import matplotlib
 import matplotlib.ticker
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from astrobio_hf.hub import build_model_card, markdown_table  # noqa: E402
-from astrobio_hf.hub.plots import plot_loss_curves  # noqa: E402
+from astrobio_hf.hub import build_model_card, markdown_table
+from astrobio_hf.hub.init_from import describe_origin
+from astrobio_hf.hub.plots import plot_loss_curves
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,9 @@ def _mean_lapse_rates(model, batch, pred) -> dict | None:
     }
 
 
-def write_report(output_dir, model, test, state, schema, *, sample_loader, climatology, device, train_seconds, throughput, run_config):
+def write_report(
+    output_dir, model, test, state, schema, *, sample_loader, climatology, device, train_seconds, throughput, run_config, init_origin=None
+):
     output_dir = Path(output_dir)
     plots = output_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -152,6 +155,7 @@ def write_report(output_dir, model, test, state, schema, *, sample_loader, clima
         "skipped_steps": state.skipped_steps,
         "history": state.history,
         "config": run_config,
+        "init_from": init_origin,  # where the starting weights came from (--init_from), or null
     }
     (output_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
 
@@ -210,7 +214,9 @@ def write_report(output_dir, model, test, state, schema, *, sample_loader, clima
             "Training": (
                 f"{state.global_step} optimizer steps in {_duration(train_seconds)} on {_machine()}; data `{run_config.get('data_dir')}` "
                 f"({schema.source if hasattr(schema, 'source') else ''}); loss = Gaussian NLL + weighted physics terms "
-                f"{json.dumps(config.physics_weights)}. Full configuration in `metrics.json`."
+                f"{json.dumps(config.physics_weights)}. "
+                + (describe_origin(init_origin) + " " if init_origin else "")
+                + "Full configuration in `metrics.json`."
             ),
             "How to use": (
                 "```python\nimport astrobio_hf  # registers the Auto classes\nfrom transformers import AutoModel\n"

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from astrobio_hf.hub import build_model_card, markdown_table
+from astrobio_hf.hub.init_from import describe_origin
 from astrobio_hf.hub.plots import plot_loss_curves
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ def write_card(run_dir: Path, config, training: dict, rows: list[dict] | None) -
     sections["Training"] = (
         f"{training.get('global_step')} optimizer steps; best validation denoising loss {training.get('best_val_loss')}; "
         f"prediction type `{config.prediction_type}`, condition dropout {config.condition_dropout}. "
-        "Full configuration in `metrics.json`."
+        + (describe_origin(training["init_from"]) + " " if training.get("init_from") else "")
+        + "Full configuration in `metrics.json`."
     )
     sections["How to use"] = (
         "```python\nimport torch, astrobio_hf\n"

@@ -8,8 +8,9 @@ evaluates the EMA weights of the best checkpoint on the held-out test planets ag
 climatology, and writes to runs/datacube: config.json, model.safetensors, README.md (model card),
 metrics.json, plots/, logs/ (TensorBoard) and checkpoints/.
 
-Order (DESIGN.md section 4): Accelerator; logging; data schema; config and model; EMA; optimizer; dataset;
-lr schedule from the real number of optimizer steps; prepare; resume; loop; save_pretrained; card; end.
+Order (DESIGN.md section 4): Accelerator; logging; data schema; config and model (+ --init_from weights); EMA;
+optimizer; dataset; lr schedule from the real number of optimizer steps; prepare (+ the Hub pusher); resume
+(a path or a Hub repo id); loop (each checkpoint may be pushed); save_pretrained; card; end; push.
 """
 
 from __future__ import annotations
@@ -30,10 +31,20 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from astrobio_hf.data.schema import DatasetSchema
-from astrobio_hf.data.streaming import build_window_dataset, collate_windows, count_windows
+from astrobio_hf.data.streaming import (
+    build_window_dataset,
+    collate_windows,
+    count_windows,
+)
 from astrobio_hf.data.synth import synthesize_planets
+from astrobio_hf.hub.init_from import init_weights_from
+from astrobio_hf.hub.training_push import HubPusher
 from astrobio_hf.metrics import ForecastMetrics
-from astrobio_hf.models.datacube_unet import DatacubeUNetConfig, DatacubeUNetForForecast, build_physics_constraints
+from astrobio_hf.models.datacube_unet import (
+    DatacubeUNetConfig,
+    DatacubeUNetForForecast,
+    build_physics_constraints,
+)
 from astrobio_hf.training import (
     CheckpointManager,
     NonFiniteGuard,
@@ -46,8 +57,14 @@ from astrobio_hf.training import (
     parse_recipe_args,
 )
 from astrobio_hf.training.args import resolved_config
-from astrobio_hf.training.tracking import LoopTimer, device_memory, init_trackers, model_summary, setup_logging
 from astrobio_hf.training.optim import micro_batches_per_epoch
+from astrobio_hf.training.tracking import (
+    LoopTimer,
+    device_memory,
+    init_trackers,
+    model_summary,
+    setup_logging,
+)
 
 logger = logging.getLogger("astrobio_hf.recipes.train_datacube")
 
@@ -214,10 +231,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 2. Data schema (the embedded default is synthesised on first use, by one process).
     with accelerator.main_process_first():
-        if data_args.data_dir == DEFAULT_DATA_DIR and not (Path(DEFAULT_DATA_DIR) / "schema.json").is_file():
-            if accelerator.is_main_process:
-                logger.info("synthesising the embedded default (%d planets) into %s", data_args.n_planets, DEFAULT_DATA_DIR)
-                synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
+        missing = data_args.data_dir == DEFAULT_DATA_DIR and not (Path(DEFAULT_DATA_DIR) / "schema.json").is_file()
+        if missing and accelerator.is_main_process:
+            logger.info("synthesising the embedded default (%d planets) into %s", data_args.n_planets, DEFAULT_DATA_DIR)
+            synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
         schema = DatasetSchema.from_dir(data_args.data_dir)
 
     # 3. Config and model; sizes, grid and normalisation come from the schema.
@@ -231,6 +248,9 @@ def main(argv: list[str] | None = None) -> dict:
         physics_learnable=model_args.physics_learnable,
     )
     model = DatacubeUNetForForecast(config)
+    init_origin = None
+    if train_args.init_from:  # weights only, before EMA and optimizer see the parameters; every process calls it
+        init_origin = init_weights_from(model, train_args.init_from, accelerator)
     if model_args.gradient_checkpointing:
         model.activation_checkpointing_enable()
     if model_args.channels_last:
@@ -281,6 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.register_for_checkpointing(ema)
     checkpoints = CheckpointManager(accelerator, output_dir, keep=train_args.keep_checkpoints)
     guard = NonFiniteGuard(accelerator, train_args.max_nonfinite_steps)
+    pusher = HubPusher.from_args(accelerator, train_args, config)  # creates the repo now: a bad token fails before training
     init_trackers(accelerator, "datacube", ",".join(report_to), resolved_config(data_args, model_args, train_args), str(output_dir))
     if accelerator.is_main_process:
         (output_dir / "run_info.txt").write_text(
@@ -366,7 +387,8 @@ def main(argv: list[str] | None = None) -> dict:
                 state.batches_in_epoch = 0
             if state.global_step % train_args.checkpoint_every == 0 or is_best or stop or end_of_epoch:
                 timer.pause()
-                checkpoints.save(state.global_step, metric=state.best_metric if is_best else None, is_best=is_best)
+                saved = checkpoints.save(state.global_step, metric=state.best_metric if is_best else None, is_best=is_best)
+                pusher.on_checkpoint(state.global_step, saved)
             if stop or end_of_epoch:
                 break
     progress.close()
@@ -386,10 +408,13 @@ def main(argv: list[str] | None = None) -> dict:
                 sample_loader=make_loader(data_args.data_dir, "test", schema, data_args, train_args, accelerator, shuffle=False),
                 climatology=climatology, device=accelerator.device,
                 train_seconds=time.perf_counter() - started, throughput=timer.summary(), run_config=resolved_config(data_args, model_args, train_args),
+                init_origin=init_origin,
             )
     accelerator.log({f"test/{k}": v for k, v in test.items() if isinstance(v, (int, float))}, step=state.global_step)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    accelerator.end_training()  # trackers flushed before the push, which may fail
+    pusher.on_end()  # main process only: the final model and card; then wait for every upload
+    pusher.wait()
     return test
 
 

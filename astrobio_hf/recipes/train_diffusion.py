@@ -9,7 +9,8 @@ the planet parameters and the geological epoch) and writes to runs/diffusion: co
 model.safetensors (EMA weights), pipeline/ (a ClimateDiffusionPipeline: model_index.json, denoiser/,
 scheduler/), README.md (model card), metrics.json, plots/ (loss curves, sample grids), logs/, checkpoints/.
 
-Same order as every recipe (DESIGN.md section 4), with the noise scheduler and EMA after the model.
+Same order as every recipe (DESIGN.md section 4), with the noise scheduler and EMA after the model (and after
+the --init_from weights); --push_to_hub pushes checkpoints and the final model as the datacube recipe does.
 """
 
 from __future__ import annotations
@@ -38,8 +39,17 @@ from astrobio_hf.data.synth import synthesize_planets
 from astrobio_hf.diffusion.guidance import condition_dropout_mask
 from astrobio_hf.diffusion.pipeline_climate_diffusion import ClimateDiffusionPipeline
 from astrobio_hf.diffusion.schedulers import make_scheduler
-from astrobio_hf.diffusion.training import diffusion_loss_target, min_snr_weights, predicted_clean_sample
-from astrobio_hf.models.climate_diffusion import ClimateDiffusionConfig, ClimateDiffusionModel
+from astrobio_hf.diffusion.training import (
+    diffusion_loss_target,
+    min_snr_weights,
+    predicted_clean_sample,
+)
+from astrobio_hf.hub.init_from import init_weights_from
+from astrobio_hf.hub.training_push import HubPusher
+from astrobio_hf.models.climate_diffusion import (
+    ClimateDiffusionConfig,
+    ClimateDiffusionModel,
+)
 from astrobio_hf.physics.constraints import PhysicsConstraints
 from astrobio_hf.training import (
     CheckpointManager,
@@ -54,7 +64,13 @@ from astrobio_hf.training import (
 )
 from astrobio_hf.training.args import resolved_config
 from astrobio_hf.training.optim import micro_batches_per_epoch
-from astrobio_hf.training.tracking import LoopTimer, device_memory, init_trackers, model_summary, setup_logging
+from astrobio_hf.training.tracking import (
+    LoopTimer,
+    device_memory,
+    init_trackers,
+    model_summary,
+    setup_logging,
+)
 
 logger = logging.getLogger("astrobio_hf.recipes.train_diffusion")
 
@@ -224,9 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 2. Data schema (the embedded default is synthesised on first use, by one process).
     with accelerator.main_process_first():
-        if data_args.data_dir == DEFAULT_DATA_DIR and not (Path(DEFAULT_DATA_DIR) / "schema.json").is_file():
-            if accelerator.is_main_process:
-                synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
+        missing = data_args.data_dir == DEFAULT_DATA_DIR and not (Path(DEFAULT_DATA_DIR) / "schema.json").is_file()
+        if missing and accelerator.is_main_process:
+            synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
         schema = DatasetSchema.from_dir(data_args.data_dir)
 
     # 3. Config and model; grid, variables and normalisation from the schema.
@@ -240,6 +256,9 @@ def main(argv: list[str] | None = None) -> dict:
         prediction_type=diff_args.prediction_type,
     )
     model = ClimateDiffusionModel(config)
+    init_origin = None
+    if train_args.init_from:  # weights only, before EMA and optimizer see the parameters; every process calls it
+        init_origin = init_weights_from(model, train_args.init_from, accelerator)
     logger.info("model summary\n%s", model_summary(model))
 
     # 4. Noise scheduler (DDPM, diffusers) and EMA (diffusers, with warmup).
@@ -282,6 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.register_for_checkpointing(ema)
     checkpoints = CheckpointManager(accelerator, output_dir, keep=train_args.keep_checkpoints)
     guard = NonFiniteGuard(accelerator, train_args.max_nonfinite_steps)
+    pusher = HubPusher.from_args(accelerator, train_args, config)  # creates the repo now: a bad token fails before training
     init_trackers(accelerator, "diffusion", ",".join(report_to), resolved_config(data_args, diff_args, train_args), str(output_dir))
 
     # 9. Resume.
@@ -307,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
             batch = next(batches)
             state.batches_in_epoch += 1
             with accelerator.accumulate(model):
-                loss, out, physics_terms = diffusion_step(model, noise_scheduler, batch, accelerator.device, diff_args, physics)
+                loss, _, physics_terms = diffusion_step(model, noise_scheduler, batch, accelerator.device, diff_args, physics)
                 accelerator.backward(loss)
                 grad_norm, step_ok = guarded_optimizer_step(
                     accelerator, model, optimizer, lr_scheduler, guard, loss, train_args.max_grad_norm
@@ -363,14 +383,15 @@ def main(argv: list[str] | None = None) -> dict:
                 state.batches_in_epoch = 0
             if state.global_step % train_args.checkpoint_every == 0 or is_best or stop or end_of_epoch:
                 timer.pause()
-                checkpoints.save(state.global_step, metric=state.best_metric if is_best else None, is_best=is_best)
+                saved = checkpoints.save(state.global_step, metric=state.best_metric if is_best else None, is_best=is_best)
+                pusher.on_checkpoint(state.global_step, saved)
             if stop or end_of_epoch:
                 break
     progress.close()
 
     # 11. Release the EMA weights of the best checkpoint: the model, and a pipeline with a fast sampler.
     checkpoints.restore_best_weights(state)  # weights + EMA of the best validation step, this run's history
-    result = {"global_step": state.global_step, "best_val_loss": state.best_metric, "train_throughput": timer.summary()}
+    result = {"global_step": state.global_step, "best_val_loss": state.best_metric, "train_throughput": timer.summary(), "init_from": init_origin}
     with ema_weights(ema, unwrapped):
         if accelerator.is_main_process:
             unwrapped.save_pretrained(output_dir, safe_serialization=True)
@@ -387,7 +408,9 @@ def main(argv: list[str] | None = None) -> dict:
             output_dir, samplers=("dpmsolver++", "unipc"), steps=(diff_args.sample_steps,), guidance_scales=(1.0, 2.0)
         )
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    accelerator.end_training()  # trackers flushed before the push, which may fail
+    pusher.on_end()  # main process only: model, card (with the evaluation) and pipeline files; then wait for every upload
+    pusher.wait()
     return result
 
 

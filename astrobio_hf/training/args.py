@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
@@ -39,10 +40,38 @@ class TrainingArguments:
     early_stopping_patience: int = field(default=0, metadata={"help": "Stop after this many validations without improvement (0 = never)."})
     log_every: int = field(default=10, metadata={"help": "Optimizer steps between tracker logs."})
     report_to: str = field(default="tensorboard", metadata={"help": "Comma list of trackers: tensorboard, wandb (offline works), or none."})
-    resume: str = field(default="auto", metadata={"help": "'auto' resumes from the last checkpoint in output_dir if any; a path; or 'none'."})
+    resume: str = field(
+        default="auto",
+        metadata={
+            "help": "'auto' resumes from the last checkpoint in output_dir if any; a checkpoint path; a Hub repo id "
+            "(owner/name[@revision]) whose last-checkpoint/ was pushed with hub_strategy=checkpoint; or 'none'."
+        },
+    )
     max_nonfinite_steps: int = field(default=5, metadata={"help": "Consecutive non-finite steps tolerated before the run stops."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
+    # The Hub. The token comes only from HF_TOKEN or `hf auth login`: there is deliberately no token field,
+    # so none can end up in run_config.json, metrics.json or a tracker.
+    push_to_hub: str = field(default="", metadata={"help": "Hub repo id (owner/name) to push the run to while it trains; empty = no push."})
+    hub_strategy: str = field(
+        default="end",
+        metadata={
+            "help": "end: push the final model and card once; every_save: also the weights at every checkpoint; "
+            "checkpoint: also the full training state under last-checkpoint/ (resume elsewhere with --resume REPO_ID)."
+        },
+    )
+    hub_private: bool = field(default=False, metadata={"help": "Create the push_to_hub repository as private."})
+    init_from: str = field(
+        default="",
+        metadata={"help": "Start from these weights: a local release or run folder, or a Hub repo id owner/name[@revision]."},
+    )
+
+    def __post_init__(self):
+        if self.hub_strategy not in HUB_STRATEGIES:
+            raise ValueError(f"expected hub_strategy one of {list(HUB_STRATEGIES)}, got {self.hub_strategy!r}")
+
+
+HUB_STRATEGIES = ("end", "every_save", "checkpoint")
 
 
 def parse_recipe_args(

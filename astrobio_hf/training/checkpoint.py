@@ -6,6 +6,12 @@ It writes into a folder in place, so a crash half-way leaves a half-written fold
 hidden temporary folder, mark it complete, then rename it into place (a rename is atomic on POSIX), and
 only then move the `last`/`best` pointers (small JSON files, also replaced atomically). Rotation never
 deletes the checkpoint that `best` points to.
+
+`resume` may also name a Hub repository (`owner/name[@revision]`) that a run pushed with
+`hub_strategy=checkpoint`: its `last-checkpoint/` folder is downloaded and resumed from, to continue a run on
+another machine. accelerate unpickles the RNG and custom-object files of a checkpoint (`weights_only=False`), so
+files that came over the network are first checked, without unpickling them, to reference nothing beyond
+tensors, plain Python values and numpy arrays.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _COMPLETE = "COMPLETE"
+HUB_CHECKPOINT_DIR = "last-checkpoint"
+# What the pickled parts of an accelerate checkpoint may reference beyond torch's own weights-only allowlist:
+# the numpy RNG state is an ndarray (reconstructed from its dtype).
+_SAFE_PICKLE_GLOBALS = {"numpy.ndarray", "numpy.dtype", "numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct"}
 
 
 @dataclass
@@ -143,12 +153,38 @@ class CheckpointManager:
 
     # -- resuming ------------------------------------------------------------------------------------
     def resolve_resume(self, resume: str) -> Path | None:
-        """'auto' -> last complete checkpoint or None; 'none' -> None; else a path that must be complete."""
+        """'auto' -> last complete checkpoint or None; 'none' -> None; a Hub repo id (owner/name[@revision], not
+        an existing local path) -> its downloaded `last-checkpoint/`; else a path that must be complete.
+        All processes call it: the main process downloads first and pins the commit it got, so every process
+        resumes from the same commit even if a push lands meanwhile (the others read the cache, or download
+        that commit on a node of their own)."""
         if resume in ("", "none", None):
             return None
         if resume == "auto":
             return self.last()
         path = Path(resume)
+        if not path.exists() and is_hub_reference(resume):
+            from accelerate.utils import broadcast_object_list
+
+            acc = self.accelerator
+            message: list = [None]
+            if acc.is_main_process:
+                try:
+                    path = download_hub_checkpoint(resume)
+                    message = [{"commit": path.parent.name}]  # the cache layout is <repo>/snapshots/<commit>/last-checkpoint
+                except (OSError, ValueError) as err:
+                    if acc.num_processes == 1:
+                        raise
+                    message, failure = [{"error": f"{type(err).__name__}: {err}"}], err
+            if acc.num_processes > 1:
+                broadcast_object_list(message)  # the other processes learn the commit, or the error
+                if "error" in message[0]:
+                    if acc.is_main_process:
+                        raise failure
+                    raise FileNotFoundError(f"resume={resume!r} failed on the main process: {message[0]['error']}")
+            if not acc.is_main_process:
+                path = download_hub_checkpoint(f"{split_hub_reference(resume)[0]}@{message[0]['commit']}")
+            return path
         if not (path / _COMPLETE).is_file():
             raise FileNotFoundError(f"expected a complete checkpoint folder (with {_COMPLETE}) at {path}")
         return path
@@ -166,3 +202,82 @@ class CheckpointManager:
         final = copy.deepcopy(state.state_dict())
         self.load(best)
         state.load_state_dict(final)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Checkpoints on the Hub
+# ------------------------------------------------------------------------------------------------------
+def hub_options() -> dict[str, str | None]:
+    """`endpoint` and `cache_dir` for huggingface_hub calls, read from HF_ENDPOINT / HF_HUB_CACHE when the call
+    is made (huggingface_hub reads them once, at import); None leaves the library default."""
+    return {"endpoint": os.environ.get("HF_ENDPOINT") or None, "cache_dir": os.environ.get("HF_HUB_CACHE") or None}
+
+
+def split_hub_reference(spec: str) -> tuple[str, str | None]:
+    """'owner/name@rev' -> ('owner/name', 'rev'); 'owner/name' -> ('owner/name', None). ValueError if the
+    repo id is not a valid Hub repo id."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    repo_id, at, revision = str(spec).partition("@")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"expected a Hub repo id owner/name[@revision], got {spec!r} ({err})") from err
+    if "/" not in repo_id or (at and not revision):
+        raise ValueError(f"expected a Hub repo id owner/name[@revision], got {spec!r}")
+    return repo_id, revision or None
+
+
+def is_hub_reference(spec: str) -> bool:
+    """True when `spec` reads as owner/name[@revision] (callers check first that it is not a local path)."""
+    try:
+        split_hub_reference(spec)
+    except ValueError:
+        return False
+    return True
+
+
+def check_pickled_files(folder: str | os.PathLike) -> None:
+    """Raise ValueError when a pickled file of a checkpoint (.pkl, .bin) references a Python global outside
+    torch's weights-only allowlist and numpy arrays. Reads the pickle opcodes only; nothing is unpickled."""
+    import torch
+
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix not in (".pkl", ".bin", ".pt", ".pth"):
+            continue
+        try:
+            names = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception as err:  # not a torch zip archive
+            raise ValueError(f"expected {path.name} to be a torch checkpoint file, could not read it: {err}") from err
+        unsafe = sorted(n for n in names if n not in _SAFE_PICKLE_GLOBALS and not n.startswith("numpy.dtypes."))
+        if unsafe:
+            raise ValueError(
+                f"refusing to load {path}: expected only tensors, plain Python values and numpy arrays, got references to "
+                f"{unsafe} (a checkpoint written by this project never has them; do not resume from an untrusted repo)"
+            )
+
+
+def download_hub_checkpoint(spec: str) -> Path:
+    """Download `last-checkpoint/` of Hub repo `owner/name[@revision]` (pushed with hub_strategy=checkpoint)
+    into the Hugging Face cache and return its folder, after checking it is complete and safe to load."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    repo_id, revision = split_hub_reference(spec)
+    try:
+        root = snapshot_download(repo_id, revision=revision, allow_patterns=[f"{HUB_CHECKPOINT_DIR}/*"], **hub_options())
+    except (HfHubHTTPError, LocalEntryNotFoundError) as err:
+        raise FileNotFoundError(
+            f"resume={spec!r} is not a local checkpoint folder, and downloading {HUB_CHECKPOINT_DIR}/ of Hub repo "
+            f"{repo_id!r} (revision {revision or 'main'}) failed: {err}"
+        ) from err
+    path = Path(root) / HUB_CHECKPOINT_DIR
+    if not (path / _COMPLETE).is_file():
+        found = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+        raise FileNotFoundError(
+            f"expected a complete {HUB_CHECKPOINT_DIR}/ (with {_COMPLETE}) in Hub repo {repo_id!r} at revision "
+            f"{revision or 'main'}, as a run pushes with hub_strategy=checkpoint; found {found or 'nothing'}"
+        )
+    check_pickled_files(path)
+    logger.info("downloaded %s/ of %s to %s", HUB_CHECKPOINT_DIR, spec, path)
+    return path
