@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--latent-size", type=int, default=16)
+    parser.add_argument("--num-layers", type=int, default=4, help="encoder layers of the pathway VAE (the release has 4)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default="data/metabolic")
     parser.add_argument("--json", default=None)
@@ -97,11 +98,11 @@ def main() -> None:
     train_graphs = load_graphs(args.data_dir, "train")
     heldout = load_graphs(args.data_dir, "heldout_organism")
     batches = [b.to(device) for b in fixed_batches(train_graphs, args.batch_size, args.timing_batches)]
-    sizes = {"hidden_size": args.hidden_size, "latent_size": args.latent_size, "dropout": 0.1}
+    sizes = {"hidden_size": args.hidden_size, "latent_size": args.latent_size, "num_layers": args.num_layers, "dropout": 0.1}
 
     def make(encoder_type):
         torch.manual_seed(0)
-        config = PathwayVAEConfig.from_schema(schema, encoder_type=encoder_type, kl_weight_max=0.05, kl_warmup_steps=int(0.3 * args.steps), **sizes)
+        config = PathwayVAEConfig.from_schema(schema, encoder_type=encoder_type, kl_weight_max=0.01, kl_warmup_steps=int(0.3 * args.steps), **sizes)
         return PathwayVAEModel(config).to(device)
 
     report: dict = {"device": str(torch.cuda.get_device_name(0) if device.type == "cuda" else device), "batch_size": args.batch_size, **sizes}

@@ -237,6 +237,23 @@ def build_release_card(
         "Limitations": limitations,
         "How to load": load,
     }
+    # The run card's own evaluation (e.g. baselines side by side), method and training-data sections are carried
+    # over when present; image links are dropped (plots stay in the run directory, a release holds three files),
+    # and so is any section that names a local path of this machine.
+    local = {str(run_dir.resolve()), os.path.expanduser("~")}
+    carried = {}
+    for title in ("Evaluation", "Method", "Training data"):
+        text = old_sections.get(title)
+        if not text or any(path and path != "/" and path in text for path in local):
+            continue
+        carried[title] = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("![")).strip()
+    if "Evaluation" in carried and results:
+        carried["Evaluation"] += "\n\nModel-index results:\n\n" + _results_table(results)
+    if "How to load" in old_sections and "from_pretrained" in old_sections["How to load"]:
+        sections["How to load"] = load + "\n\nExample from the run's card:\n\n" + old_sections["How to load"]
+    sections = {**{k: carried.get(k, v) for k, v in sections.items()}, **{k: v for k, v in carried.items() if k not in sections}}
+    order = ["Evaluation", "Method", "Training data", "Intended use", "Limitations", "How to load"]
+    sections = {k: sections[k] for k in order if k in sections}
     body = [f"# {name} v{version}", "", summary or f"`{architectures}` ({model_type}), astrobio-hf release v{version}.", ""]
     for title, text in sections.items():
         body += [f"## {title}", "", text.strip(), ""]

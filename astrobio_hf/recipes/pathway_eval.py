@@ -185,7 +185,7 @@ def train_vgae(baseline: VGAEBaseline, graphs: list[Data], steps: int, batch_siz
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(graphs, batch_size=batch_size, shuffle=True, collate_fn=collate_graphs, generator=generator)
     baseline.model.train()
-    step, started, losses = 0, time.perf_counter(), []
+    step, graphs, started, losses = 0, 0, time.perf_counter(), []
     while step < steps:
         for batch in loader:
             batch = batch.to(device)
@@ -195,9 +195,11 @@ def train_vgae(baseline: VGAEBaseline, graphs: list[Data], steps: int, batch_siz
             optimizer.step()
             losses.append(loss.detach())
             step += 1
+            graphs += int(batch.num_graphs)
             if step >= steps:
                 break
-    return {"steps": step, "seconds": time.perf_counter() - started, "final_loss": float(torch.stack(losses[-10:]).mean())}
+    seconds = time.perf_counter() - started
+    return {"steps": step, "seconds": seconds, "graphs_per_second": graphs / seconds, "final_loss": float(torch.stack(losses[-10:]).mean())}
 
 
 # ------------------------------------------------------------------------------------ small windows (legacy)

@@ -81,11 +81,11 @@ class ModelArguments:
     encoder_type: str = field(default="transformer", metadata={"help": "transformer (TransformerConv) or gps (GPSConv)."})
     hidden_size: int = 64
     latent_size: int = 16
-    num_layers: int = 2
+    num_layers: int = 4
     num_heads: int = 4
     dropout: float = 0.1
     feature_loss_weight: float = 1.0
-    kl_weight_max: float = field(default=0.05, metadata={"help": "KL weight after the warm-up (per node, summed over the latent)."})
+    kl_weight_max: float = field(default=0.01, metadata={"help": "KL weight after the warm-up (per node, summed over the latent)."})
     kl_warmup_steps: int = field(default=-1, metadata={"help": "Optimizer steps of linear KL warm-up; -1 = the first 30% of training."})
     negative_sampling_ratio: float = 1.0
     gradient_checkpointing: bool = False
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, train_args = parse_recipe_args(
         (DataArguments, ModelArguments, TrainingArguments), sys.argv[1:] if argv is None else argv,
         defaults={
-            "output_dir": "runs/pathway_vae", "learning_rate": 2e-3, "num_epochs": 60, "per_device_batch_size": 8,
-            "eval_every": 0, "checkpoint_every": 100, "log_every": 10, "ema_decay": 0.99,
+            "output_dir": "runs/pathway_vae", "learning_rate": 2e-3, "num_epochs": 240, "per_device_batch_size": 8,
+            "eval_every": 0, "checkpoint_every": 200, "log_every": 10, "ema_decay": 0.99,
         },
     )
     output_dir = Path(train_args.output_dir)
