@@ -8,6 +8,8 @@ else happens at import. Other sub-packages (`astrobio_hf.physics`, `.data`, `.tr
 from transformers import AutoConfig, AutoModel
 
 from .models.climate_diffusion import ClimateDiffusionConfig, ClimateDiffusionModel, ClimateDiffusionOutput
+from .models.climate_spectra import ClimateSpectraConfig, ClimateSpectraForMultiTask, ClimateSpectraOutput
+from .models.cnn_vit import CnnVitConfig, CnnVitForParameterRegression
 from .models.datacube_unet import (
     DatacubeForecastOutput,
     DatacubeUNetConfig,
@@ -24,6 +26,10 @@ AutoConfig.register("datacube_unet", DatacubeUNetConfig, exist_ok=True)
 AutoModel.register(DatacubeUNetConfig, DatacubeUNetForForecast, exist_ok=True)
 AutoConfig.register("climate_diffusion", ClimateDiffusionConfig, exist_ok=True)
 AutoModel.register(ClimateDiffusionConfig, ClimateDiffusionModel, exist_ok=True)
+AutoConfig.register("climate_spectra", ClimateSpectraConfig, exist_ok=True)
+AutoModel.register(ClimateSpectraConfig, ClimateSpectraForMultiTask, exist_ok=True)
+AutoConfig.register("cnn_vit", CnnVitConfig, exist_ok=True)
+AutoModel.register(CnnVitConfig, CnnVitForParameterRegression, exist_ok=True)
 AutoConfig.register("legacy_pathway_vae", LegacyPathwayVAEConfig, exist_ok=True)
 AutoModel.register(LegacyPathwayVAEConfig, LegacyPathwayVAEModel, exist_ok=True)
 AutoConfig.register("pathway_vae", PathwayVAEConfig, exist_ok=True)
@@ -33,6 +39,11 @@ __all__ = [
     "ClimateDiffusionConfig",
     "ClimateDiffusionModel",
     "ClimateDiffusionOutput",
+    "ClimateSpectraConfig",
+    "ClimateSpectraForMultiTask",
+    "ClimateSpectraOutput",
+    "CnnVitConfig",
+    "CnnVitForParameterRegression",
     "DatacubeForecastOutput",
     "DatacubeUNetConfig",
     "DatacubeUNetForForecast",

@@ -4,7 +4,8 @@
     astrobio-hf data ingest INPUT.nc [more.nc ...] --output DIR [--variables a,b,c]
     astrobio-hf data inspect DIR
     astrobio-hf data metabolic [--output DIR] [--seed N]        # real metabolic-network graphs (cobra's offline models)
-    astrobio-hf train datacube|diffusion|pathway-vae [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
+    astrobio-hf data spectra [--output DIR] [--n-samples N] [--seed S]   # WASP-43b (cube, spectrum) pairs (nemesispy)
+    astrobio-hf train datacube|diffusion|pathway-vae|cnn-vit|climate-spectra [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
     astrobio-hf release RUN_DIR --name NAME --version 1.0.0 [--push REPO_ID] [--output-root model_cards]
     astrobio-hf convert legacy-pathway-vae PATH --output DIR [--graphs NPZ]
     astrobio-hf eval diffusion RUN_DIR [--samplers ddim,dpmsolver++,unipc] [--steps 10,20,50] [--guidance 1,2]
@@ -23,6 +24,8 @@ FAMILIES = {
     "datacube": "astrobio_hf.recipes.train_datacube",
     "diffusion": "astrobio_hf.recipes.train_diffusion",
     "pathway-vae": "astrobio_hf.recipes.train_pathway_vae",
+    "cnn-vit": "astrobio_hf.recipes.train_cnn_vit",
+    "climate-spectra": "astrobio_hf.recipes.train_climate_spectra",
 }
 
 
@@ -53,6 +56,13 @@ def _data_parser(sub) -> None:
     )
     metabolic.add_argument("--output", default="data/metabolic", help="output directory (graphs.parquet + schema.json)")
     metabolic.add_argument("--seed", type=int, default=0, help="seed of the per-graph link split")
+
+    spectra = dsub.add_parser(
+        "spectra", help="WASP-43b (cube, phase-resolved spectrum) pairs: perturbed GCM through nemesispy's forward model"
+    )
+    spectra.add_argument("--output", default="data/wasp43b", help="output directory (shards + schema.json + observations.json)")
+    spectra.add_argument("--n-samples", type=int, default=40, help="number of perturbed GCMs (about 5 s each on one CPU core)")
+    spectra.add_argument("--seed", type=int, default=0, help="seed of the perturbation draws and the split")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +148,19 @@ def _run(args: argparse.Namespace) -> int:
                 for name, c in schema["counts"].items()
             )
             print(f"wrote {args.output}: {len(schema['node_feature_names'])} node features; {organisms}")
+        elif args.data_command == "spectra":
+            from astrobio_hf.data.spectra import (
+                build_spectra_dataset,
+                load_observations,
+            )
+
+            schema = build_spectra_dataset(args.output, n_samples=args.n_samples, seed=args.seed)
+            obs = load_observations(args.output)
+            print(
+                f"wrote {args.output}: cube {schema.cube_shape}, spectra {schema.spectrum_shape} [{schema.spectrum_units}]; "
+                f"unperturbed GCM chi2 = {obs['gcm_chi_squared']:.1f} over {obs['n_points']} points "
+                f"(reduced {obs['gcm_reduced_chi_squared']:.2f}); {obs['build_seconds']:.0f}s"
+            )
         return 0
 
     if args.command == "release":

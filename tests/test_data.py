@@ -304,3 +304,115 @@ def test_describe_dataset(dataset):
                   "statistics over all shards:", "lat: [-67.5, -22.5, 22.5, 67.5] deg (4)"):
         assert piece in text, piece
     assert f"{stats['u']['max']:.6g}" in text
+
+
+# ---------------------------------------------------------------------------------------------- spectra
+P_PH, W_WL = 2, 3
+
+
+def with_spectrum(s: Series, offset: float = 0.0) -> Series:
+    """Attach a (T, P, W) spectrum whose values encode (planet, time, phase, wavelength)."""
+    planet = int(s.planet_id.split("-")[1])
+    t = np.arange(s.n_time)[:, None, None]
+    s.spectrum = (1000.0 * planet + 10.0 * t + np.arange(P_PH)[None, :, None] + 0.1 * np.arange(W_WL) + offset).astype(np.float32)
+    return s
+
+
+SPECTRUM_KW = {
+    "spectrum_wavelengths": [1.0, 2.0, 4.5],
+    "spectrum_phases": [0.0, 180.0],
+    "spectrum_units": "W m-2 um-1",
+    "spectrum_model": "a made-up test spectrum",
+}
+
+
+@pytest.fixture(scope="module")
+def spectral_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds_spec")
+    splits = {
+        "train": [with_spectrum(make_series(i)) for i in range(4)],
+        "test": [with_spectrum(make_series(13, n_time=7))],
+    }
+    return out, write(out, splits, **SPECTRUM_KW), splits
+
+
+def test_old_schema_without_spectrum_keys_still_loads(dataset, tmp_path):
+    out = _copy_dataset(dataset[0], tmp_path / "d")
+    raw = json.loads((out / "schema.json").read_text())
+    for key in [k for k in raw if k.startswith("spectrum_")]:
+        raw.pop(key)
+    (out / "schema.json").write_text(json.dumps(raw))
+    schema = DatasetSchema.from_dir(out)
+    assert not schema.has_spectra and schema.num_phases == 0
+    row = next(iter(build_window_dataset(out, "train", context_steps=2)))
+    assert "spectrum" not in row and "spectrum" not in collate_windows([row])
+    with pytest.raises(ValueError, match="has no spectra"):
+        schema.spectrum_shape  # noqa: B018
+
+
+def test_spectrum_schema_round_trip_and_statistics(spectral_dataset):
+    out, schema, splits = spectral_dataset
+    loaded = DatasetSchema.from_dir(out)
+    assert loaded == schema and loaded.has_spectra
+    assert loaded.spectrum_shape == (P_PH, W_WL)
+    assert loaded.spectrum_units == "W m-2 um-1" and loaded.spectrum_phases == [0.0, 180.0]
+    train = np.concatenate([s.spectrum.reshape(-1, W_WL) for s in splits["train"]]).astype(np.float64)
+    np.testing.assert_allclose(loaded.spectrum_mean, train.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(loaded.spectrum_std, train.std(axis=0), rtol=1e-5)
+
+
+def test_windows_carry_the_target_spectra(spectral_dataset):
+    import torch
+
+    out, _, splits = spectral_dataset
+    Tc = 3
+    rows = list(build_window_dataset(out, "train", context_steps=Tc, stride=2))
+    by_planet = {s.planet_id: s for s in splits["train"]}
+    for ex in rows:
+        st = int(ex["start"])
+        expected = by_planet[str(ex["planet_id"])].spectrum[st + Tc : st + 2 * Tc]  # target frames
+        np.testing.assert_array_equal(ex["spectrum"].reshape(Tc, P_PH, W_WL), expected)
+        assert tuple(ex["spectrum_shape"]) == (Tc, P_PH, W_WL)
+    batch = collate_windows(rows[:4])
+    assert batch["spectrum"].shape == (4, Tc, P_PH, W_WL) and batch["spectrum"].dtype == torch.float32
+    torch.testing.assert_close(batch["spectrum"][2], torch.from_numpy(rows[2]["spectrum"].reshape(Tc, P_PH, W_WL)))
+    bad = dict(rows[1])
+    bad["spectrum"] = bad["spectrum"].copy()
+    bad["spectrum"][0] = np.inf
+    with pytest.raises(ValueError, match=r"non-finite \(NaN/Inf\) values in spectrum of 1 window"):
+        collate_windows([rows[0], bad])
+
+
+def test_write_dataset_rejects_bad_spectra(tmp_path):
+    with pytest.raises(ValueError, match=r"expected spectrum \(T, P, W\) = \(10, 2, 3\), got \(10, 3\)"):
+        s = make_series(0)
+        s.spectrum = np.zeros((T, 3), np.float32)
+        write(tmp_path, {"train": [s]}, **SPECTRUM_KW)
+    with pytest.raises(ValueError, match=r"has no spectrum; expected one of shape"):
+        write(tmp_path, {"train": [with_spectrum(make_series(0)), make_series(1)]}, **SPECTRUM_KW)
+    with pytest.raises(ValueError, match=r"has a spectrum but write_dataset got no spectrum_wavelengths"):
+        write(tmp_path, {"train": [with_spectrum(make_series(0))]})
+    with pytest.raises(ValueError, match=r"non-finite \(NaN/Inf\) spectrum values: 1"):
+        s = with_spectrum(make_series(0))
+        s.spectrum[2, 1, 0] = np.nan
+        write(tmp_path, {"train": [s]}, **SPECTRUM_KW)
+    with pytest.raises(ValueError, match=r"spectra need spectrum_units and spectrum_model"):
+        write(tmp_path, {"train": [with_spectrum(make_series(0))]}, **{**SPECTRUM_KW, "spectrum_model": None})
+
+
+def test_spectrum_shape_mismatch_in_schema(spectral_dataset, tmp_path):
+    out = _copy_dataset(spectral_dataset[0], tmp_path / "d")
+    raw = json.loads((out / "schema.json").read_text())
+    raw["spectrum_wavelengths"] = raw["spectrum_wavelengths"] + [8.0]
+    raw["spectrum_mean"] = raw["spectrum_mean"] + [0.0]
+    raw["spectrum_std"] = raw["spectrum_std"] + [1.0]
+    (out / "schema.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r"first row has 60 spectrum values, schema.json expects \(T, P, W\) = \(10, 2, 4\) = 80"):
+        DatasetSchema.from_dir(out)
+    schema = DatasetSchema.from_dir(out, check_shards=False)
+    with pytest.raises(ValueError, match=r"planet-000/0: row has 60 spectrum values"):
+        next(iter(build_window_dataset(out, "train", context_steps=2, schema=schema)))
+    raw["spectrum_std"] = raw["spectrum_std"][:2]
+    (out / "schema.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r"spectrum_std has shape \(2,\), expected \(4,\)"):
+        DatasetSchema.from_dir(out)

@@ -15,9 +15,12 @@ from astrobio_hf.data.synth import (
     PLANET_PARAM_NAMES,
     PLANET_PARAM_RANGES,
     VARIABLE_NAMES,
+    emission_spectrum,
+    planck_radiance,
     planet_constants,
     sample_planet_parameters,
     simulate_planet,
+    spectrum_wavelengths,
     synthesize_planets,
 )
 from astrobio_hf.physics import PhysicsConstraints, cell_centre_latitudes, uniform_longitudes
@@ -159,3 +162,48 @@ def test_invalid_arguments_raise(tmp_path):
         synthesize_planets(tmp_path, n_planets=2)
     with pytest.raises(ValueError, match="n_levels >= 2"):
         synthesize_planets(tmp_path, n_planets=3, n_levels=1)
+
+
+# ---------------------------------------------------------------------------------------------- spectra
+def test_default_dataset_has_spectra_from_the_radiative_model(default_dataset):
+    out, schema, _ = default_dataset
+    assert schema.has_spectra and schema.spectrum_shape == (1, 48) and schema.spectrum_units == "W m-2 um-1"
+    assert schema.spectrum_wavelengths[0] == pytest.approx(3.0) and schema.spectrum_wavelengths[-1] == pytest.approx(15.0)
+    assert "emission_spectrum" in schema.spectrum_model
+    row = _read_split(out, schema, "test")[0]
+    i = int(row["planet_id"].split("-")[1])
+    params = sample_planet_parameters(24, np.random.default_rng(0))
+    f = simulate_planet(
+        params[i], lat_deg=schema.lat_values, lon_deg=schema.lon_values, levels_m=np.asarray(schema.level_values),
+        n_climate_steps=24, n_geological_steps=2, climate_time_step_days=30.0, rng=np.random.default_rng([0, i]),
+    )
+    expected = emission_spectrum(
+        f["T"][:, -1], f["p"][:, -1], f["q"][:, -1], gravity=planet_constants(params[i])["gravity"],
+        lat_deg=schema.lat_values, wavelengths_um=schema.spectrum_wavelengths,
+    )
+    got = np.asarray(row["spectrum"], dtype=np.float32).reshape(24, 1, 48)
+    np.testing.assert_allclose(got[:, 0], expected, rtol=1e-6)
+    assert np.all(got > 0)
+
+
+def test_emission_spectrum_known_answers():
+    lat = cell_centre_latitudes(4)
+    wl = spectrum_wavelengths(16)
+    shape = (5, 4, 6)  # (Z, Y, X)
+    p = np.broadcast_to(np.array([1e5, 8e4, 6e4, 4e4, 2e4])[:, None, None], shape)
+    q = np.full(shape, 0.01)
+    # 1. an isothermal column emits pi B(T) at every wavelength, whatever its opacity
+    iso = emission_spectrum(np.full(shape, 260.0), p, q, gravity=9.8, lat_deg=lat, wavelengths_um=wl)
+    np.testing.assert_allclose(iso, np.pi * planck_radiance(wl, 260.0), rtol=1e-10)
+    # 2. a transparent atmosphere (q = 0, grey optical depth ~0.3) over a warm surface: close to the surface's emission
+    T = np.broadcast_to(np.array([290.0, 275.0, 260.0, 245.0, 230.0])[:, None, None], shape)
+    dry = emission_spectrum(T, p, np.zeros(shape), gravity=9.8, lat_deg=lat, wavelengths_um=wl)
+    wet = emission_spectrum(T, p, q, gravity=9.8, lat_deg=lat, wavelengths_um=wl)
+    assert np.all(dry < np.pi * planck_radiance(wl, 290.0)) and np.all(dry > np.pi * planck_radiance(wl, 250.0))
+    # 3. water vapour in a cooling-with-height column lowers the emission most in its 6.3 micron band
+    band, window = np.argmin(np.abs(wl - 6.3)), np.argmin(np.abs(wl - 10.5))
+    assert wet[band] / dry[band] < 0.6 and wet[window] / dry[window] > wet[band] / dry[band]
+    assert np.all(wet <= dry * (1 + 1e-12))
+    # 4. a warmer atmosphere emits more at every wavelength
+    warmer = emission_spectrum(T + 5.0, p, q, gravity=9.8, lat_deg=lat, wavelengths_um=wl)
+    assert np.all(warmer > wet)

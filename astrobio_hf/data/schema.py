@@ -17,6 +17,8 @@ gravity            float64             [m s-2]
 gas_constant       float64             specific gas constant [J kg-1 K-1]
 heat_capacity      float64             cp [J kg-1 K-1]
 planet_radius      float64             [m]
+spectrum           list<float32>       (T, P, W) spectra, one set per climate time step (only in
+                                       datasets whose schema has spectra; see below)
 =================  ==================  ======================================================
 
 ``schema.json`` holds the variable names and units, grid coordinates, axis names, climate and
@@ -28,6 +30,14 @@ in which shard) and normalisation statistics computed on the train split only:
 * ``planet_param_mean`` / ``planet_param_std``: (P,) over the train series;
 * ``tendency_std``: (V, Z) root mean square of the one-step change along climate time (x[t+1] - x[t]),
   the natural scale of what a forecaster must predict (0 -> 1.0 as above; 1.0 when T = 1).
+
+Spectra (optional; all ``spectrum_*`` keys are None in a dataset without spectra, and old schemas
+without these keys still load): ``spectrum_wavelengths`` (W,) in micron; ``spectrum_phases`` (P,)
+orbital phases in degrees, or None for one disc-averaged spectrum (P = 1); ``spectrum_units`` (e.g.
+``"W m-2 um-1"``, or ``"ppm"`` for an eclipse depth Fp/Fs); ``spectrum_mean`` / ``spectrum_std`` (W,)
+per wavelength over the train split (all time steps and phases); ``spectrum_model``: one sentence naming
+how the spectra were computed. A row then carries ``spectrum``: float32 (T, P, W) flattened, the spectra
+an observer would measure at each climate time step of the row.
 
 A standard deviation of exactly 0 (a constant variable or parameter, e.g. the planet constants of a
 dataset that holds one planet) is stored as 1.0 so that normalising gives ``x - mean``; this is the only
@@ -44,9 +54,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -76,6 +87,14 @@ ROW_ARROW_SCHEMA = pa.schema(
     ]
 )
 ROW_COLUMNS = tuple(ROW_ARROW_SCHEMA.names)
+SPECTRUM_COLUMN = "spectrum"
+#: Arrow schema of one shard of a dataset with spectra: the row format plus ``spectrum``.
+ROW_ARROW_SCHEMA_WITH_SPECTRUM = ROW_ARROW_SCHEMA.append(pa.field(SPECTRUM_COLUMN, pa.list_(pa.float32())))
+
+
+def row_columns(with_spectrum: bool) -> tuple[str, ...]:
+    """Column names of a shard, with or without the ``spectrum`` column."""
+    return (*ROW_COLUMNS, SPECTRUM_COLUMN) if with_spectrum else ROW_COLUMNS
 
 
 @dataclass
@@ -89,6 +108,8 @@ class Series:
         planet_params: float32 array (P,) in physical units (see the schema's ``planet_param_units``).
         constants: ``gravity`` [m s-2], ``gas_constant`` [J kg-1 K-1], ``heat_capacity`` [J kg-1 K-1],
             ``planet_radius`` [m].
+        spectrum: float32 array (T, P, W) in the schema's ``spectrum_units`` (one set of P phase spectra
+            per climate time step), or None for a dataset without spectra.
     """
 
     planet_id: str
@@ -96,6 +117,7 @@ class Series:
     fields: np.ndarray
     planet_params: np.ndarray
     constants: dict[str, float]
+    spectrum: np.ndarray | None = None
 
     @property
     def n_time(self) -> int:
@@ -136,6 +158,11 @@ class DatasetSchema:
         tendency_std: (V, Z) RMS one-step change along climate time on the train split (None in old schemas).
         axis_names: names of the cube axes (V, Tc, Tg, Z, Y, X).
         constant_statistics: names of the statistics whose std was 0 and is stored as 1.0.
+        spectrum_wavelengths: W wavelengths [micron], or None (no spectra in this dataset).
+        spectrum_phases: P orbital phases [degree], or None for one disc-averaged spectrum (P = 1).
+        spectrum_units: unit of the spectra (``"W m-2 um-1"``, ``"ppm"``, ...).
+        spectrum_mean, spectrum_std: (W,) statistics of the train split's spectra.
+        spectrum_model: one sentence naming how the spectra were computed.
         extra: free-form JSON metadata (e.g. ingestion details).
         data_dir: the directory this schema was read from (not serialised).
     """
@@ -162,6 +189,12 @@ class DatasetSchema:
     tendency_std: list[list[float]] | None = None
     axis_names: list[str] = field(default_factory=lambda: list(AXIS_NAMES))
     constant_statistics: list[str] = field(default_factory=list)
+    spectrum_wavelengths: list[float] | None = None
+    spectrum_phases: list[float] | None = None
+    spectrum_units: str | None = None
+    spectrum_mean: list[float] | None = None
+    spectrum_std: list[float] | None = None
+    spectrum_model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     data_dir: str | None = field(default=None, compare=False)
@@ -205,6 +238,29 @@ class DatasetSchema:
         return self.series_shape(context_steps)
 
     @property
+    def has_spectra(self) -> bool:
+        """Whether the rows carry a ``spectrum`` column."""
+        return self.spectrum_wavelengths is not None
+
+    @property
+    def num_wavelengths(self) -> int:
+        return len(self.spectrum_wavelengths) if self.spectrum_wavelengths is not None else 0
+
+    @property
+    def num_phases(self) -> int:
+        """P: 1 for a disc-averaged spectrum (``spectrum_phases`` None), 0 without spectra."""
+        if not self.has_spectra:
+            return 0
+        return 1 if self.spectrum_phases is None else len(self.spectrum_phases)
+
+    @property
+    def spectrum_shape(self) -> tuple[int, int]:
+        """(P, W) of the spectra of one climate time step (raises for a dataset without spectra)."""
+        if not self.has_spectra:
+            raise ValueError("this dataset has no spectra (schema.json spectrum_wavelengths is None)")
+        return (self.num_phases, self.num_wavelengths)
+
+    @property
     def split_names(self) -> list[str]:
         return list(self.splits)
 
@@ -242,7 +298,7 @@ class DatasetSchema:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DatasetSchema":
+    def from_dict(cls, d: Mapping[str, Any]) -> DatasetSchema:
         d = dict(d)
         known = {f.name for f in dataclasses.fields(cls)} - {"data_dir"}
         unknown = sorted(set(d) - known)
@@ -292,13 +348,45 @@ class DatasetSchema:
                 continue
             if got != shape:
                 raise ValueError(f"schema {name} has shape {got}, expected {shape} (V={V}, Z={Z}, P={P})")
+        self._validate_spectrum_metadata()
         for split, shards in self.splits.items():
             for s in shards:
                 if not (len(s.planet_ids) == len(s.segments) == len(s.n_time)):
                     raise ValueError(f"schema entry for shard {s.file} of split {split!r} has inconsistent row lists")
 
+    def _validate_spectrum_metadata(self) -> None:
+        others = {
+            "spectrum_phases": self.spectrum_phases,
+            "spectrum_units": self.spectrum_units,
+            "spectrum_mean": self.spectrum_mean,
+            "spectrum_std": self.spectrum_std,
+            "spectrum_model": self.spectrum_model,
+        }
+        if not self.has_spectra:
+            given = sorted(k for k, v in others.items() if v is not None)
+            if given:
+                raise ValueError(f"schema has {given} but no spectrum_wavelengths; expected all spectrum_* keys or none")
+            return
+        wl = np.asarray(self.spectrum_wavelengths, dtype=np.float64)
+        if wl.ndim != 1 or wl.size == 0 or not np.all(np.isfinite(wl)) or np.any(wl <= 0):
+            raise ValueError(f"expected spectrum_wavelengths a non-empty list of finite wavelengths > 0 micron, got {self.spectrum_wavelengths}")
+        if self.spectrum_phases is not None:
+            ph = np.asarray(self.spectrum_phases, dtype=np.float64)
+            if ph.ndim != 1 or ph.size == 0 or not np.all(np.isfinite(ph)):
+                raise ValueError(f"expected spectrum_phases None or a non-empty list of finite phases in degrees, got {self.spectrum_phases}")
+        if not self.spectrum_units:
+            raise ValueError("schema has spectra but no spectrum_units; expected e.g. 'W m-2 um-1' or 'ppm'")
+        if not self.spectrum_model:
+            raise ValueError("schema has spectra but no spectrum_model; expected one sentence naming how they were computed")
+        W = wl.size
+        for name in ("spectrum_mean", "spectrum_std"):
+            arr = getattr(self, name)
+            got = None if arr is None else np.asarray(arr, dtype=np.float64).shape
+            if got != (W,):
+                raise ValueError(f"schema {name} has shape {got}, expected ({W},) (W={W} wavelengths)")
+
     @classmethod
-    def from_dir(cls, data_dir: str | os.PathLike, *, check_shards: bool = True) -> "DatasetSchema":
+    def from_dir(cls, data_dir: str | os.PathLike, *, check_shards: bool = True) -> DatasetSchema:
         """Read ``schema.json`` from ``data_dir`` and validate the shards it lists.
 
         Checks (each failure is a ``ValueError`` naming the file, what was expected and what was found):
@@ -346,15 +434,18 @@ class DatasetSchema:
         if pf.metadata.num_rows == 0:
             raise ValueError(f"shard {path} of split {split!r} has 0 rows, expected {info.num_rows}")
         names = pf.schema_arrow.names
-        if tuple(names) != ROW_COLUMNS:
-            raise ValueError(f"shard {path} has columns {names}, expected {list(ROW_COLUMNS)}")
+        expected_columns = row_columns(self.has_spectra)
+        if tuple(names) != expected_columns:
+            raise ValueError(f"shard {path} has columns {names}, expected {list(expected_columns)}")
         if pf.metadata.num_rows != info.num_rows:
             raise ValueError(
                 f"shard {path} has {pf.metadata.num_rows} rows, schema.json lists {info.num_rows}"
             )
         try:
             small = pf.read(columns=["planet_id", "segment", "n_time"])
-            first = pf.read_row_group(0, columns=["n_time", "fields", "planet_params"]).slice(0, 1)
+            first = pf.read_row_group(
+                0, columns=["n_time", "fields", "planet_params", *((SPECTRUM_COLUMN,) if self.has_spectra else ())]
+            ).slice(0, 1)
         except Exception as e:
             raise ValueError(f"shard {path} of split {split!r} is corrupted: cannot read its rows ({e})") from e
         found = (small["planet_id"].to_pylist(), small["segment"].to_pylist(), small["n_time"].to_pylist())
@@ -376,10 +467,27 @@ class DatasetSchema:
             raise ValueError(
                 f"shard {path}: first row has {got_p} planet_params, schema.json expects P={self.num_planet_params}"
             )
+        if self.has_spectra:
+            got_s = len(first[SPECTRUM_COLUMN][0])
+            expected_s = n_time * math.prod(self.spectrum_shape)
+            if got_s != expected_s:
+                raise ValueError(
+                    f"shard {path}: first row has {got_s} spectrum values, schema.json expects "
+                    f"(T, P, W) = ({n_time}, {self.num_phases}, {self.num_wavelengths}) = {expected_s}"
+                )
 
 
 # ---------------------------------------------------------------------------- writing
-def _series_to_table(series: Sequence[Series]) -> pa.Table:
+def _flat_list_array(arrays: Sequence[np.ndarray]) -> pa.Array:
+    """list<float32> column from 1-D float32 arrays (large offsets cast down when they fit)."""
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([a.size for a in arrays])
+    values = np.concatenate(arrays) if arrays else np.zeros(0, np.float32)
+    arr = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float32()))
+    return arr.cast(pa.list_(pa.float32())) if offsets[-1] < 2**31 else arr
+
+
+def _series_to_table(series: Sequence[Series], with_spectrum: bool = False) -> pa.Table:
     flat = [np.ascontiguousarray(s.fields, dtype=np.float32).reshape(-1) for s in series]
     offsets = np.zeros(len(flat) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([a.size for a in flat])
@@ -400,6 +508,11 @@ def _series_to_table(series: Sequence[Series]) -> pa.Table:
     }
     for name in CONSTANT_NAMES:
         cols[name] = pa.array([float(s.constants[name]) for s in series], type=pa.float64())
+    if with_spectrum:
+        cols[SPECTRUM_COLUMN] = _flat_list_array(
+            [np.ascontiguousarray(s.spectrum, dtype=np.float32).reshape(-1) for s in series]
+        )
+        return pa.Table.from_pydict(cols, schema=ROW_ARROW_SCHEMA_WITH_SPECTRUM)
     return pa.Table.from_pydict(cols, schema=ROW_ARROW_SCHEMA)
 
 
@@ -435,6 +548,23 @@ def _check_series(s: Series, split: str, V: int, Tg: int, Z: int, Y: int, X: int
             raise ValueError(f"series {s.planet_id}/{s.segment}: constant {c} must be finite and > 0, got {val}")
 
 
+def _check_spectrum(s: Series, split: str, spectrum_shape: tuple[int, int] | None) -> None:
+    """The series' spectrum against the dataset's (P, W), or its absence when the dataset has none."""
+    name = f"series {s.planet_id}/{s.segment} of split {split!r}"
+    if spectrum_shape is None:
+        if s.spectrum is not None:
+            raise ValueError(f"{name} has a spectrum but write_dataset got no spectrum_wavelengths; pass them (and spectrum_units, spectrum_model)")
+        return
+    if s.spectrum is None:
+        raise ValueError(f"{name} has no spectrum; expected one of shape (T, P, W) = ({s.n_time}, {spectrum_shape[0]}, {spectrum_shape[1]})")
+    spec = np.asarray(s.spectrum)
+    expected = (s.n_time, *spectrum_shape)
+    if spec.shape != expected:
+        raise ValueError(f"{name}: expected spectrum (T, P, W) = {expected}, got {spec.shape}")
+    if not np.isfinite(spec).all():
+        raise ValueError(f"{name} has non-finite (NaN/Inf) spectrum values: {int((~np.isfinite(spec)).sum())}")
+
+
 def write_dataset(
     output_dir: str | os.PathLike,
     splits: Mapping[str, Sequence[Series]],
@@ -455,6 +585,10 @@ def write_dataset(
     source: str,
     series_per_shard: int = 4,
     extra: Mapping[str, Any] | None = None,
+    spectrum_wavelengths: Sequence[float] | None = None,
+    spectrum_phases: Sequence[float] | None = None,
+    spectrum_units: str | None = None,
+    spectrum_model: str | None = None,
 ) -> DatasetSchema:
     """Write ``splits`` as Parquet shards plus ``schema.json`` into ``output_dir`` and return the schema.
 
@@ -462,6 +596,11 @@ def write_dataset(
     (one row group per series). Normalisation statistics are computed on the ``train`` split only (the
     first split if there is no ``train``). Non-finite values, wrong shapes, missing units or constants
     raise ``ValueError``; existing shards of these splits in ``output_dir`` are replaced.
+
+    Spectra: with ``spectrum_wavelengths`` (W,) [micron] given, every series needs ``spectrum`` of shape
+    (T, P, W) (P = ``len(spectrum_phases)``, or 1 when ``spectrum_phases`` is None) and ``spectrum_units``
+    and ``spectrum_model`` are required; the shards then carry a ``spectrum`` column and the schema the
+    per-wavelength train statistics ``spectrum_mean`` / ``spectrum_std``.
     """
     # 1. validate the metadata
     variable_names = [str(v) for v in variable_names]
@@ -491,10 +630,22 @@ def write_dataset(
     if np.any(lon < 0) or np.any(lon >= 360) or (lon.size > 1 and np.any(np.diff(lon) <= 0)):
         raise ValueError(f"lon_values must be ascending within [0, 360), got {lon.tolist()}")
 
+    with_spectrum = spectrum_wavelengths is not None
+    spectrum_shape = None
+    if with_spectrum:
+        if not spectrum_units or not spectrum_model:
+            raise ValueError(
+                f"spectra need spectrum_units and spectrum_model (one sentence), got {spectrum_units!r} and {spectrum_model!r}"
+            )
+        spectrum_shape = (1 if spectrum_phases is None else len(spectrum_phases), len(spectrum_wavelengths))
+    elif spectrum_phases is not None or spectrum_units is not None or spectrum_model is not None:
+        raise ValueError("spectrum_phases, spectrum_units or spectrum_model given without spectrum_wavelengths")
+
     # 2. validate every series
     for split, series in splits.items():
         for s in series:
             _check_series(s, split, V, Tg, Z, Y, X, P, variable_names)
+            _check_spectrum(s, split, spectrum_shape)
 
     # 3. normalisation statistics on the train split (float64 accumulation)
     stat_split = "train" if "train" in splits else next(iter(splits))
@@ -530,6 +681,17 @@ def write_dataset(
         if p_std[j] <= tol * max(1.0, abs(p_mean[j])):
             constant_stats.append(f"planet_param_std[{planet_param_names[j]}]")
             p_std[j] = 1.0
+    spec_mean = spec_std = None
+    if with_spectrum:
+        W = spectrum_shape[1]
+        spectra = np.concatenate(
+            [np.asarray(s.spectrum, dtype=np.float64).reshape(-1, W) for s in splits[stat_split]]
+        )  # (sum of T * P, W)
+        spec_mean, spec_std = spectra.mean(axis=0), spectra.std(axis=0)
+        for w in range(W):
+            if spec_std[w] <= tol * abs(spec_mean[w]) or spec_std[w] == 0.0:
+                constant_stats.append(f"spectrum_std[{w}]")
+                spec_std[w] = 1.0
 
     # 4. write shards (atomically: write to a temporary name, then rename)
     out = Path(output_dir)
@@ -545,7 +707,7 @@ def write_dataset(
             chunk = list(series[i * series_per_shard : (i + 1) * series_per_shard])
             name = f"{split}-{i:05d}-of-{n_shards:05d}.parquet"
             tmp = out / (name + ".tmp")
-            pq.write_table(_series_to_table(chunk), tmp, row_group_size=1, compression="snappy")
+            pq.write_table(_series_to_table(chunk, with_spectrum), tmp, row_group_size=1, compression="snappy")
             os.replace(tmp, out / name)
             infos.append(
                 ShardInfo(
@@ -581,6 +743,12 @@ def write_dataset(
         planet_param_std=p_std.tolist(),
         tendency_std=tendency.tolist(),
         constant_statistics=constant_stats,
+        spectrum_wavelengths=[float(w) for w in spectrum_wavelengths] if with_spectrum else None,
+        spectrum_phases=[float(x) for x in spectrum_phases] if spectrum_phases is not None else None,
+        spectrum_units=str(spectrum_units) if with_spectrum else None,
+        spectrum_mean=spec_mean.tolist() if with_spectrum else None,
+        spectrum_std=spec_std.tolist() if with_spectrum else None,
+        spectrum_model=str(spectrum_model) if with_spectrum else None,
         extra=dict(extra or {}),
     )
     schema.validate_metadata()
@@ -595,9 +763,12 @@ __all__ = [
     "AXIS_NAMES",
     "CONSTANT_NAMES",
     "ROW_ARROW_SCHEMA",
+    "ROW_ARROW_SCHEMA_WITH_SPECTRUM",
     "SCHEMA_FILENAME",
+    "SPECTRUM_COLUMN",
     "DatasetSchema",
     "Series",
     "ShardInfo",
+    "row_columns",
     "write_dataset",
 ]

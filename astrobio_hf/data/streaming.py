@@ -19,6 +19,11 @@ A window starting at climate step ``s`` has ``inputs = fields[:, s:s+Tc]`` and
 V*Tc*Tg*Z*Y*X values) together with ``window_shape``; :func:`collate_windows` reshapes them to
 ``(B, V, Tc, Tg, Z, Y, X)``. Values are physical (SI); the model normalises with the schema's statistics.
 
+Spectra: when the schema has spectra (``schema.has_spectra``), a window also carries ``spectrum``, the
+spectra of its *target* frames ``spectrum[s+Tc:s+2Tc]`` (flat float32, Tc*P*W values, in the schema's
+``spectrum_units``) and ``spectrum_shape`` = (Tc, P, W); :func:`collate_windows` reshapes it to
+``(B, Tc, P, W)``.
+
 Splits come from the dataset: train/val/test hold different planets (``split_by="planet"``) or, for a
 dataset of one planet, different contiguous blocks of climate time (``split_by="time_block"``).
 
@@ -48,12 +53,13 @@ import hashlib
 import logging
 import math
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from .schema import CONSTANT_NAMES, ROW_COLUMNS, DatasetSchema
+from .schema import CONSTANT_NAMES, SPECTRUM_COLUMN, DatasetSchema, row_columns
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +73,11 @@ WINDOW_COLUMNS = (
     "planet_params",
     *CONSTANT_NAMES,
 )
+#: extra window columns of a dataset with spectra
+SPECTRUM_WINDOW_COLUMNS = (SPECTRUM_COLUMN, "spectrum_shape")
 
 
-def _row_features():
+def _row_features(with_spectrum: bool = False):
     from datasets import Features, List, Value
 
     return Features(
@@ -80,14 +88,20 @@ def _row_features():
             "fields": List(Value("float32")),
             "planet_params": List(Value("float32")),
             **{c: Value("float64") for c in CONSTANT_NAMES},
+            **({SPECTRUM_COLUMN: List(Value("float32"))} if with_spectrum else {}),
         }
     )
 
 
-def _window_features(window_size: int, num_params: int):
+def _window_features(window_size: int, num_params: int, spectrum_size: int = 0):
     from datasets import Features, List, Value
 
     # fixed-size lists: numpy formatting turns each into one array without per-row offsets
+    spectrum = (
+        {SPECTRUM_COLUMN: List(Value("float32"), length=spectrum_size), "spectrum_shape": List(Value("int32"), length=3)}
+        if spectrum_size
+        else {}
+    )
     return Features(
         {
             "planet_id": Value("string"),
@@ -98,6 +112,7 @@ def _window_features(window_size: int, num_params: int):
             "window_shape": List(Value("int32"), length=6),
             "planet_params": List(Value("float32"), length=num_params),
             **{c: Value("float64") for c in CONSTANT_NAMES},
+            **spectrum,
         }
     )
 
@@ -154,7 +169,7 @@ def _list_offsets_values(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, n
 
 def _list_array(matrix: np.ndarray, value_type: pa.DataType) -> pa.Array:
     """(N, D) numpy -> arrow fixed-size list array of N rows of D values (one copy at most)."""
-    n, d = matrix.shape
+    d = matrix.shape[1]
     return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(matrix).reshape(-1), type=value_type), d)
 
 
@@ -175,6 +190,7 @@ class _WindowCutter:
         self.context_steps = int(context_steps)
         self.stride = int(stride)
         self.P = schema.num_planet_params
+        self.spectrum_shape = schema.spectrum_shape if schema.has_spectra else None  # (P, W)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         Tc = self.context_steps
@@ -184,10 +200,12 @@ class _WindowCutter:
         planet_ids = table.column("planet_id").to_pylist()
         segments = table.column("segment").to_numpy()
         consts = {c: table.column(c).to_numpy() for c in CONSTANT_NAMES}
+        if self.spectrum_shape is not None:
+            s_off, s_val = _list_offsets_values(table.column(SPECTRUM_COLUMN))
         window_shape = np.asarray(self.schema.window_shape(Tc), dtype=np.int32)
 
         # 1. check every row against the schema, collect (row, start) of every window
-        cubes, rows, starts = [], [], []
+        cubes, spectra, rows, starts = [], [], [], []
         for i in range(table.num_rows):
             shape = self.schema.series_shape(int(n_time[i]))
             n_values = int(f_off[i + 1] - f_off[i])
@@ -202,6 +220,15 @@ class _WindowCutter:
                     f"schema.json expects P={self.P}"
                 )
             cubes.append(f_val[f_off[i] : f_off[i + 1]].reshape(shape))  # (V, T, Tg, Z, Y, X), no copy
+            if self.spectrum_shape is not None:
+                s_shape = (shape[1], *self.spectrum_shape)  # (T, P, W)
+                n_spec = int(s_off[i + 1] - s_off[i])
+                if n_spec != math.prod(s_shape):
+                    raise ValueError(
+                        f"series {planet_ids[i]}/{segments[i]}: row has {n_spec} spectrum values, schema.json expects "
+                        f"(T, P, W) = {s_shape} = {math.prod(s_shape)} values"
+                    )
+                spectra.append(s_val[s_off[i] : s_off[i + 1]].reshape(s_shape))
             s_list = _window_starts(shape[1], Tc, self.stride)
             rows.extend([i] * len(s_list))
             starts.extend(s_list)
@@ -232,6 +259,18 @@ class _WindowCutter:
             if n and self.P
             else np.zeros((n, self.P), np.float32)
         )
+        extra = {}
+        if self.spectrum_shape is not None:  # spectra of the target frames: (n, Tc, P, W) flattened per window
+            spec = np.empty((n, Tc * math.prod(self.spectrum_shape)), dtype=np.float32)
+            for k in range(n):
+                st = int(starts_np[k])
+                spec[k].reshape(Tc, *self.spectrum_shape)[...] = spectra[rows_np[k]][st + Tc : st + 2 * Tc]
+            extra = {
+                SPECTRUM_COLUMN: _list_array(spec, pa.float32()),
+                "spectrum_shape": _list_array(
+                    np.broadcast_to(np.asarray((Tc, *self.spectrum_shape), dtype=np.int32), (n, 3)), pa.int32()
+                ),
+            }
         return pa.table(
             {
                 "planet_id": pa.array([planet_ids[r] for r in rows_np], type=pa.string()),
@@ -242,6 +281,7 @@ class _WindowCutter:
                 "window_shape": _list_array(np.broadcast_to(window_shape, (n, 6)), pa.int32()),
                 "planet_params": _list_array(params.astype(np.float32), pa.float32()),
                 **{c: pa.array(consts[c][rows_np], type=pa.float64()) for c in CONSTANT_NAMES},
+                **extra,
             },
             schema=self.arrow_schema,
         )
@@ -276,7 +316,9 @@ def build_window_dataset(
     Returns:
         ``IterableDataset`` with numpy formatting whose rows have ``planet_id``, ``segment``, ``start``,
         ``inputs`` and ``labels`` (flat float32), ``window_shape`` (V, Tc, Tg, Z, Y, X),
-        ``planet_params`` (P,), ``gravity``, ``gas_constant``, ``heat_capacity``, ``planet_radius``.
+        ``planet_params`` (P,), ``gravity``, ``gas_constant``, ``heat_capacity``, ``planet_radius``; with
+        spectra in the schema also ``spectrum`` (flat Tc*P*W, the target frames' spectra) and
+        ``spectrum_shape`` (Tc, P, W).
     """
     from datasets import load_dataset
     from datasets.distributed import split_dataset_by_node
@@ -300,7 +342,9 @@ def build_window_dataset(
         raise ValueError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
 
     # 2. series rows, streamed from the shards
-    ds = load_dataset("parquet", data_files={split: files}, split=split, streaming=True, features=_row_features())
+    ds = load_dataset(
+        "parquet", data_files={split: files}, split=split, streaming=True, features=_row_features(schema.has_spectra)
+    )
     if world_size > 1:
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
 
@@ -315,13 +359,15 @@ def build_window_dataset(
 
     # 4. windows, cut on Arrow tables (no python lists of floats); with shuffling, the windows of `group`
     #    consecutive series are emitted in a seeded random order
-    features = _window_features(math.prod(schema.window_shape(context_steps)), schema.num_planet_params)
+    spectrum_size = context_steps * math.prod(schema.spectrum_shape) if schema.has_spectra else 0
+    features = _window_features(math.prod(schema.window_shape(context_steps)), schema.num_planet_params, spectrum_size)
+    window_columns = (*WINDOW_COLUMNS, *(SPECTRUM_WINDOW_COLUMNS if schema.has_spectra else ()))
     ds = ds.with_format("arrow").map(
         _WindowCutter(schema, context_steps, stride, features.arrow_schema, shuffle_seed=seed if shuffle_buffer > 0 else None),
         batched=True,
         batch_size=group,
         # only the columns the windows do not carry: a removed name would also be dropped from the output
-        remove_columns=[c for c in ROW_COLUMNS if c not in WINDOW_COLUMNS],
+        remove_columns=[c for c in row_columns(schema.has_spectra) if c not in window_columns],
         features=features,
     )
     logger.info(
@@ -340,7 +386,7 @@ def collate_windows(
 
     Returns ``inputs`` and ``labels`` (B, V, Tc, Tg, Z, Y, X) float32, ``planet_params`` (B, P) float32,
     ``gravity``/``gas_constant``/``heat_capacity``/``planet_radius`` (B,) float32 and ``planet_id``
-    (list of str). The shape comes from each row's ``window_shape`` (written from the schema), or from
+    (list of str); rows with spectra add ``spectrum`` (B, Tc, P, W) float32 (the target frames' spectra). The shape comes from each row's ``window_shape`` (written from the schema), or from
     ``window_shape`` when given, which must then agree with the rows. NaN/Inf -> ``ValueError`` naming
     the planets.
     """
@@ -374,8 +420,21 @@ def collate_windows(
     )  # (B, P)
     for c in CONSTANT_NAMES:
         out[c] = torch.tensor([float(ex[c]) for ex in examples], dtype=torch.float32)  # (B,)
+    if SPECTRUM_COLUMN in examples[0]:
+        s_shapes = {tuple(int(x) for x in np.asarray(ex["spectrum_shape"])) for ex in examples}
+        if len(s_shapes) != 1:
+            raise ValueError(f"examples of one batch have different spectrum shapes {sorted(s_shapes)}")
+        s_shape = s_shapes.pop()  # (Tc, P, W)
+        flat = np.stack([np.asarray(ex[SPECTRUM_COLUMN], dtype=np.float32) for ex in examples])  # (B, Tc*P*W)
+        if flat.shape[1] != math.prod(s_shape):
+            raise ValueError(f"spectrum rows have {flat.shape[1]} values, expected (Tc, P, W) = {s_shape} = {math.prod(s_shape)}")
+        bad = ~np.isfinite(flat).all(axis=1)
+        if bad.any():
+            names = sorted({planet_ids[i] for i in np.flatnonzero(bad)})
+            raise ValueError(f"non-finite (NaN/Inf) values in spectrum of {int(bad.sum())} window(s) of planet(s) {names}")
+        out[SPECTRUM_COLUMN] = torch.from_numpy(flat.reshape(B, *s_shape))  # (B, Tc, P, W)
     out["planet_id"] = planet_ids
     return out
 
 
-__all__ = ["WINDOW_COLUMNS", "build_window_dataset", "collate_windows", "count_windows"]
+__all__ = ["SPECTRUM_WINDOW_COLUMNS", "WINDOW_COLUMNS", "build_window_dataset", "collate_windows", "count_windows"]

@@ -18,6 +18,26 @@ the constraints of ``astrobio_hf.physics.PhysicsConstraints``:
   difference operators on different axes commute, so the discrete divergence of ``rho u`` is 0.
   Zonal jets scale with the rotation rate and the equator-pole temperature contrast; the planetary
   wave adds a travelling eddy.
+
+Spectra (:func:`emission_spectrum`): every planet also carries, per climate time step, the disc-averaged
+thermal emission spectrum an observer would measure [W m-2 um-1], from a stated simple radiative model
+(grey plus water bands, no scattering, no reflected starlight), computed from the fields of the present
+geological epoch (the last one):
+
+- absorbers: a grey gas with mass absorption coefficient ``kappa_grey = 2e-5 m2 kg-1`` of air, and water
+  vapour with ``kappa_w(lambda)`` [m2 kg-1 of water]: Gaussian bands in ln(lambda) at 2.7 and 6.3 micron,
+  the wing of the rotational band beyond 15 micron, and a weak continuum rising with lambda^2;
+- layers between consecutive levels, plus an isothermal layer at the top temperature from the highest
+  level to space; layer mass path ``dp / g``, layer temperature and ``q`` the means of the two levels;
+  optical depth ``dtau = 1.66 (kappa_grey + kappa_w q) dp / g`` (1.66 is the diffusivity factor that
+  turns the hemispheric flux integral into one slant path);
+- emergent flux ``F = pi [B(T_surface) t_0 + sum_k B(T_k) (1 - exp(-dtau_k)) t_k]`` with ``t_k`` the
+  transmission from the top of layer k to space (Planck function B; an isothermal column gives exactly
+  ``pi B(T)``, whatever its opacity); the surface is a black body at the lowest level's temperature;
+- disc average: cos(latitude)-weighted mean of F over latitude and longitude (P = 1 phase).
+
+Wavelengths: 48 values log-spaced from 3 to 15 micron (thermal emission of 200-330 K atmospheres;
+shortward of ~3 micron reflected starlight would dominate, which this model leaves out).
 """
 
 from __future__ import annotations
@@ -41,10 +61,14 @@ __all__ = [
     "PLANET_PARAM_UNITS",
     "VARIABLE_NAMES",
     "VARIABLE_UNITS",
+    "emission_spectrum",
+    "planck_radiance",
     "planet_constants",
     "sample_planet_parameters",
     "simulate_planet",
+    "spectrum_wavelengths",
     "synthesize_planets",
+    "water_absorption",
 ]
 
 VARIABLE_NAMES = ("T", "p", "rho", "q", "u", "v")
@@ -77,6 +101,86 @@ _CP_OVER_R = 3.5  # diatomic-dominated atmosphere
 _LATENT_HEAT = 2.5e6  # J kg-1
 _R_VAPOUR = 461.5  # J kg-1 K-1
 _M_WATER = 18.015  # g mol-1
+_PLANCK = 6.62607015e-34  # J s
+_LIGHT = 2.99792458e8  # m s-1
+_BOLTZMANN = 1.380649e-23  # J K-1
+_KAPPA_GREY = 2.0e-5  # m2 kg-1 of air
+_DIFFUSIVITY = 1.66
+# water-vapour bands: (centre [micron], width in ln(lambda), peak mass absorption coefficient [m2 kg-1])
+_WATER_BANDS = ((2.7, 0.06, 3.0), (6.3, 0.12, 8.0), (20.0, 0.25, 5.0))
+_WATER_CONTINUUM = 0.005  # m2 kg-1 at 10 micron, scaling with lambda^2
+SPECTRUM_MODEL = (
+    "Disc-averaged thermal emission [W m-2 um-1] of a non-scattering grey-plus-water-band atmosphere "
+    "(astrobio_hf.data.synth.emission_spectrum): layer optical depths 1.66 (kappa_grey + kappa_w(lambda) q) dp/g, "
+    "Planck emission of every layer and of the surface attenuated to space, cos(latitude)-weighted mean over the disc."
+)
+
+
+def spectrum_wavelengths(n_wavelengths: int = 48, low: float = 3.0, high: float = 15.0) -> np.ndarray:
+    """(W,) wavelengths in micron, log-spaced from ``low`` to ``high``."""
+    if n_wavelengths < 2 or not (0 < low < high):
+        raise ValueError(f"expected n_wavelengths >= 2 and 0 < low < high, got {n_wavelengths}, {low}, {high}")
+    return np.exp(np.linspace(np.log(low), np.log(high), n_wavelengths))
+
+
+def planck_radiance(wavelength_um: np.ndarray, temperature: np.ndarray) -> np.ndarray:
+    """Planck spectral radiance B_lambda(T) [W m-2 sr-1 um-1]; broadcasts ``wavelength_um`` against ``temperature``."""
+    lam = np.asarray(wavelength_um, dtype=np.float64) * 1e-6  # m
+    x = _PLANCK * _LIGHT / (lam * _BOLTZMANN * np.asarray(temperature, dtype=np.float64))
+    return 2.0 * _PLANCK * _LIGHT**2 / lam**5 / np.expm1(x) * 1e-6
+
+
+def water_absorption(wavelength_um: np.ndarray) -> np.ndarray:
+    """Mass absorption coefficient of water vapour kappa_w(lambda) [m2 kg-1] of the synthetic radiative model."""
+    lam = np.asarray(wavelength_um, dtype=np.float64)
+    kappa = _WATER_CONTINUUM * (lam / 10.0) ** 2
+    for centre, width, peak in _WATER_BANDS:
+        kappa = kappa + peak * np.exp(-0.5 * (np.log(lam / centre) / width) ** 2)
+    return kappa
+
+
+def emission_spectrum(
+    T: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    *,
+    gravity: float,
+    lat_deg: np.ndarray,
+    wavelengths_um: np.ndarray,
+) -> np.ndarray:
+    """Disc-averaged emergent thermal flux [W m-2 um-1] of columns on levels (see the module docstring).
+
+    Args:
+        T, p, q: (..., Z, Y, X) temperature [K], pressure [Pa] (decreasing with level) and specific
+            humidity [kg kg-1], level 0 at the surface.
+        gravity: [m s-2]. lat_deg: (Y,) latitudes. wavelengths_um: (W,) wavelengths in micron.
+
+    Returns:
+        (..., W) float64 spectra.
+    """
+    T, p, q = (np.asarray(a, dtype=np.float64) for a in (T, p, q))
+    if not (T.shape == p.shape == q.shape) or T.ndim < 3:
+        raise ValueError(f"expected T, p, q of one shape (..., Z, Y, X), got {T.shape}, {p.shape}, {q.shape}")
+    lam = np.asarray(wavelengths_um, dtype=np.float64)
+    kappa_w = water_absorption(lam)  # (W,)
+    # 1. layers: between levels, plus an isothermal top layer from the highest level to space
+    dp = np.concatenate([p[..., :-1, :, :] - p[..., 1:, :, :], p[..., -1:, :, :]], axis=-3)  # (..., Z, Y, X)
+    t_layer = np.concatenate([0.5 * (T[..., :-1, :, :] + T[..., 1:, :, :]), T[..., -1:, :, :]], axis=-3)
+    q_layer = np.concatenate([0.5 * (q[..., :-1, :, :] + q[..., 1:, :, :]), q[..., -1:, :, :]], axis=-3)
+    mass = (dp / gravity)[..., None]  # (..., Z, Y, X, 1) kg m-2
+    dtau = _DIFFUSIVITY * (_KAPPA_GREY + kappa_w * q_layer[..., None]) * mass  # (..., Z, Y, X, W)
+    # 2. transmission from the top of every layer to space, and from the surface
+    above = np.flip(np.cumsum(np.flip(dtau, axis=-4), axis=-4), axis=-4) - dtau  # optical depth above layer k
+    t_top = np.exp(-above)
+    t_surface = np.exp(-(above[..., 0, :, :, :] + dtau[..., 0, :, :, :]))  # (..., Y, X, W)
+    # 3. emergent flux: surface + layers, pi B
+    b_layers = planck_radiance(lam, t_layer[..., None])  # (..., Z, Y, X, W)
+    b_surface = planck_radiance(lam, T[..., 0, :, :, None])  # (..., Y, X, W)
+    flux = np.pi * (b_surface * t_surface + (b_layers * -np.expm1(-dtau) * t_top).sum(axis=-4))  # (..., Y, X, W)
+    # 4. cos(latitude)-weighted disc mean
+    w = np.cos(np.deg2rad(np.asarray(lat_deg, dtype=np.float64)))
+    w = w / w.sum()
+    return np.einsum("...yxw,y->...w", flux, w) / flux.shape[-2]
 
 
 def sample_planet_parameters(n_planets: int, rng: np.random.Generator) -> np.ndarray:
@@ -229,7 +333,7 @@ def simulate_planet(
 
 
 def _split_planets(n_planets: int, rng: np.random.Generator) -> dict[str, list[int]]:
-    n_eval = max(1, int(round(n_planets / 6)))
+    n_eval = max(1, round(n_planets / 6))
     order = rng.permutation(n_planets)
     return {
         "train": sorted(order[2 * n_eval :].tolist()),
@@ -253,6 +357,7 @@ def synthesize_planets(
     geological_step_myr: float = 500.0,
     noise_fraction: float = 0.03,
     series_per_shard: int = 4,
+    n_wavelengths: int = 48,
 ) -> DatasetSchema:
     """Synthesise ``n_planets`` planets and write them with ``write_dataset``, split by planet.
 
@@ -267,9 +372,11 @@ def synthesize_planets(
         seed: seed of the ``numpy.random.Generator``; the output is deterministic for a seed.
         noise_fraction: AR(1) weather-noise amplitude as a fraction of each planet's seasonal amplitude.
         series_per_shard: series (planets) per Parquet shard.
+        n_wavelengths: W, wavelengths of the emission spectra (log-spaced 3-15 micron).
 
     Returns:
-        the written ``DatasetSchema`` (variables T, p, rho, q, u, v on height levels in m).
+        the written ``DatasetSchema`` (variables T, p, rho, q, u, v on height levels in m), with spectra
+        (T, 1, W) per planet from :func:`emission_spectrum` of the last geological epoch.
     """
     # 1. validate the arguments
     if n_planets < 3:
@@ -292,6 +399,7 @@ def synthesize_planets(
     lat_deg = cell_centre_latitudes(n_lat)
     lon_deg = uniform_longitudes(n_lon)
     levels = np.linspace(0.0, float(top_height), n_levels)
+    wavelengths = spectrum_wavelengths(n_wavelengths)
 
     # 2. planet parameters and the split by planet (one seeded generator for both)
     rng = np.random.default_rng(seed)
@@ -317,12 +425,17 @@ def synthesize_planets(
             noise_fraction=noise_fraction,
         )
         cube = np.stack([fields[v] for v in VARIABLE_NAMES]).astype(np.float32)  # (V, Tc, Tg, Z, Y, X)
+        spectrum = emission_spectrum(
+            fields["T"][:, -1], fields["p"][:, -1], fields["q"][:, -1],  # present epoch: (Tc, Z, Y, X)
+            gravity=planet_constants(params[i])["gravity"], lat_deg=lat_deg, wavelengths_um=wavelengths,
+        )  # (Tc, W)
         series[i] = Series(
             planet_id=f"planet-{i:04d}",
             segment=0,
             fields=cube,
             planet_params=params[i].astype(np.float32),
             constants=planet_constants(params[i]),
+            spectrum=spectrum[:, None].astype(np.float32),  # (Tc, P=1, W)
         )
         if (i + 1) % 8 == 0 or i + 1 == n_planets:
             logger.info("synthesised %d/%d planets", i + 1, n_planets)
@@ -346,6 +459,10 @@ def synthesize_planets(
         split_by="planet",
         source=f"astrobio_hf.data.synth.synthesize_planets(seed={seed})",
         series_per_shard=series_per_shard,
+        spectrum_wavelengths=wavelengths.tolist(),
+        spectrum_phases=None,
+        spectrum_units="W m-2 um-1",
+        spectrum_model=SPECTRUM_MODEL,
         extra={
             "generator": {
                 "seed": int(seed),

@@ -11,9 +11,15 @@ _NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.Ba
 
 
 def parameter_groups(
-    model: nn.Module, weight_decay: float, lr_multipliers: dict[str, float] | None = None
+    model: nn.Module,
+    weight_decay: float,
+    lr_multipliers: dict[str, float] | None = None,
+    no_decay_names: tuple[str, ...] = (),
 ) -> list[dict]:
     """Split trainable parameters into groups: weight decay on weights only, none on biases and norms.
+
+    `no_decay_names` lists parameter-name suffixes that get no decay either (e.g. ``"cls_token"``,
+    ``"position_embeddings"`` of a ViT).
 
     `lr_multipliers` maps a module-name prefix (e.g. ``"physics"``) to a factor on the learning rate of
     the parameters under it; the longest matching prefix wins. Each group carries `lr_scale`, which
@@ -24,7 +30,8 @@ def parameter_groups(
     for module_name, module in model.named_modules():
         for param_name, _ in module.named_parameters(recurse=False):
             full = f"{module_name}.{param_name}" if module_name else param_name
-            if isinstance(module, _NORM_TYPES) or param_name.endswith("bias") or "norm" in module_name.split(".")[-1]:
+            is_norm = isinstance(module, _NORM_TYPES) or "norm" in module_name.split(".")[-1]
+            if is_norm or param_name.endswith("bias") or full.endswith(tuple(no_decay_names)):
                 no_decay.add(full)
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
@@ -45,10 +52,11 @@ def create_optimizer(
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.999),
     lr_multipliers: dict[str, float] | None = None,
+    no_decay_names: tuple[str, ...] = (),
 ) -> torch.optim.AdamW:
     """AdamW over `parameter_groups`, fused where every parameter's device supports it (CUDA, and CPU on
     recent torch), else the foreach implementation."""
-    groups = parameter_groups(model, weight_decay, lr_multipliers)
+    groups = parameter_groups(model, weight_decay, lr_multipliers, no_decay_names)
     for group in groups:
         group["lr"] = learning_rate * group.pop("lr_scale")
     devices = {p.device.type for g in groups for p in g["params"]}

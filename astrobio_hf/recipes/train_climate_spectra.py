@@ -1,0 +1,466 @@
+"""Train the climate + spectra multi-task model with Accelerate on streamed Parquet shards with spectra.
+
+    accelerate launch recipes/train_climate_spectra.py [recipes/configs/climate_spectra/<name>.yaml] [--key value ...]
+
+With no arguments it (re)synthesises the embedded default planets with spectra into data/synthetic when that
+directory has no spectra yet, trains, then evaluates the EMA weights of the best checkpoint on the held-out test
+planets and writes to runs/climate_spectra: config.json, model.safetensors, README.md (model card), metrics.json,
+plots/ (predicted vs true spectra with error bars, loss curves), logs/ and checkpoints/.
+
+A sample is one window's target frames (B, V, Tc, Tg, Z, Y, X) and their spectra (B, Tc, P, W). Every training
+micro-batch gives the model both modalities, or (with probability `modality_dropout`, half each) only the cube or
+only the spectra; both heads are always trained. Evaluation measures the two cross-modal tasks: spectra predicted
+from the cube alone (emulation of the radiative model: spectral angle, NRMSE, R2) and climate fields retrieved
+from the spectra alone (latitude-weighted RMSE, SSIM), against the train-mean baseline.
+
+Order (DESIGN.md section 4): Accelerator; logging; data schema; config and model; EMA; optimizer; dataset; lr
+schedule; prepare; resume; loop; save_pretrained; card; end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from astrobio_hf.data.schema import DatasetSchema
+from astrobio_hf.data.streaming import (
+    build_window_dataset,
+    collate_windows,
+    count_windows,
+)
+from astrobio_hf.data.synth import synthesize_planets
+from astrobio_hf.hub.init_from import init_weights_from
+from astrobio_hf.hub.training_push import HubPusher
+from astrobio_hf.metrics import LatitudeWeightedRMSE, SSIMPerLevel
+from astrobio_hf.models.climate_spectra import (
+    ClimateSpectraConfig,
+    ClimateSpectraForMultiTask,
+)
+from astrobio_hf.training import (
+    CheckpointManager,
+    NonFiniteGuard,
+    TrainingArguments,
+    TrainingState,
+    create_ema,
+    create_optimizer,
+    ema_weights,
+    guarded_optimizer_step,
+    parse_recipe_args,
+)
+from astrobio_hf.training.args import resolved_config
+from astrobio_hf.training.optim import micro_batches_per_epoch
+from astrobio_hf.training.tracking import (
+    LoopTimer,
+    init_trackers,
+    model_summary,
+    setup_logging,
+)
+
+logger = logging.getLogger("astrobio_hf.recipes.train_climate_spectra")
+
+DEFAULT_DATA_DIR = "data/synthetic"
+TASKS = ("climate", "spectrum")
+
+
+@dataclass
+class DataArguments:
+    """Where the shards (with spectra) are and how windows are cut from them."""
+
+    data_dir: str = field(default=DEFAULT_DATA_DIR, metadata={"help": "Shards + schema.json with spectra; the embedded default is (re)synthesised here when it has none."})
+    n_planets: int = field(default=24, metadata={"help": "Planets in the embedded default (only when it is synthesised)."})
+    context_steps: int = field(default=2, metadata={"help": "Tc: climate steps per sample (the window's target frames)."})
+    stride: int = field(default=1, metadata={"help": "Climate steps between consecutive training windows."})
+    shuffle_buffer: int = field(default=256, metadata={"help": "Windows in the streaming shuffle buffer (0 = stream order)."})
+
+
+@dataclass
+class ModelArguments:
+    """Model sizes and loss terms (written into ClimateSpectraConfig)."""
+
+    cube_channels: int = 16
+    hidden_size: int = 128
+    num_fusion_layers: int = 2
+    norm_groups: int = 4
+    loss_mode: str = field(default="uncertainty", metadata={"help": "fixed | uncertainty | adaptive"})
+    task_weights: str = field(default='{"climate": 1.0, "spectrum": 1.0}', metadata={"help": "JSON dict task -> initial weight."})
+    adaptive_temperature: float = 2.0
+    adaptive_warmup_steps: int = 20
+    consistency_weight: float = 0.1
+    smoothness_weight: float = 0.01
+    physics_warmup_steps: int = 50
+    modality_dropout: float = field(default=0.6, metadata={"help": "Probability that a training batch gives one modality only."})
+
+
+# ------------------------------------------------------------------------------------------------------
+# Batch -> model mapping (what differs between families)
+# ------------------------------------------------------------------------------------------------------
+def model_inputs(batch: dict, device: torch.device, modalities: str = "both") -> dict:
+    """The window's target frames and their spectra: the given modalities as inputs, both as targets."""
+    cube = batch["labels"].to(device, non_blocking=True)  # (B, V, Tc, Tg, Z, Y, X)
+    spectrum = batch["spectrum"].to(device, non_blocking=True)  # (B, Tc, P, W)
+    return {
+        "cube": cube if modalities in ("both", "cube") else None,
+        "spectrum": spectrum if modalities in ("both", "spectrum") else None,
+        "cube_labels": cube,
+        "spectrum_labels": spectrum,
+    }
+
+
+def draw_modalities(probability: float, device) -> str:
+    """Seeded by the global torch RNG (restored on resume): both, or cube / spectrum only."""
+    r = float(torch.rand(()))
+    if r < probability / 2:
+        return "cube"
+    if r < probability:
+        return "spectrum"
+    return "both"
+
+
+def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shuffle: bool) -> DataLoader:
+    dataset = build_window_dataset(
+        data_dir, split, context_steps=data_args.context_steps,
+        stride={"train": data_args.stride}.get(split, data_args.context_steps),
+        shuffle_buffer=data_args.shuffle_buffer if shuffle else 0, seed=train_args.seed,
+        rank=accelerator.process_index, world_size=accelerator.num_processes, schema=schema,
+    )
+    return DataLoader(dataset, batch_size=train_args.per_device_batch_size, collate_fn=collate_windows, num_workers=train_args.num_workers)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------------------
+class SpectrumMetrics:
+    """Spectral angle, NRMSE and R2 of predicted spectra (B, Tc, P, W), from sums reduced across processes.
+    NRMSE and R2 are per wavelength (RMSE / std of the truth; 1 - SSE/SST), then averaged over wavelengths."""
+
+    def __init__(self, num_wavelengths: int, device):
+        self.sums = torch.zeros(4, num_wavelengths, dtype=torch.float64, device=device)  # n, sum t, sum t^2, sse
+        self.angle = torch.zeros(2, dtype=torch.float64, device=device)  # sum of angles, count
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        p, t = preds.double().flatten(0, -2), target.double().flatten(0, -2)  # (N, W)
+        self.sums += torch.stack([torch.ones_like(t).sum(0), t.sum(0), (t * t).sum(0), ((p - t) ** 2).sum(0)])
+        cos = (p * t).sum(-1) / (p.norm(dim=-1) * t.norm(dim=-1)).clamp_min(1e-300)
+        self.angle += torch.stack([torch.arccos(cos.clamp(-1, 1)).sum(), torch.tensor(float(len(cos)), device=cos.device, dtype=torch.float64)])
+
+    def compute(self, accelerator) -> dict:
+        sums = accelerator.reduce(self.sums, reduction="sum")
+        angle = accelerator.reduce(self.angle, reduction="sum")
+        n, st, st2, sse = sums
+        sst = (st2 - st * st / n).clamp_min(1e-300)
+        r2 = 1 - sse / sst
+        nrmse = torch.sqrt(sse / sst)
+        return {
+            "spectral_angle_deg": math.degrees((angle[0] / angle[1]).item()),
+            "nrmse": nrmse.mean().item(),
+            "r2": r2.mean().item(),
+            "r2_per_wavelength": r2.tolist(),
+            "rmse_per_wavelength": torch.sqrt(sse / n).tolist(),
+        }
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator, with_ssim=False, max_batches=0) -> dict:
+    """Cross-modal evaluation: spectra from the cube alone, cube from the spectra alone (+ train-mean baselines)."""
+    model.eval()
+    config = model.config
+    device = accelerator.device
+    W = config.num_wavelengths
+    emulation, baseline_spec = SpectrumMetrics(W, device), SpectrumMetrics(W, device)
+    rmse = {k: LatitudeWeightedRMSE(config.lat_values, config.variable_names).to(device) for k in ("model", "baseline")}
+    data_range = {v: 6.0 * float(torch.tensor(s).mean()) for v, s in zip(config.variable_names, config.norm_std)}
+    kernel = min(7, config.num_lat - 1)
+    kernel -= 1 - kernel % 2  # odd and smaller than Y
+    ssim = SSIMPerLevel(config.variable_names, data_range, config.num_levels, kernel_size=kernel).to(device) if with_ssim else None
+    sums = torch.zeros(2 + len(TASKS), device=device, dtype=torch.float64)  # loss, samples, per-task losses
+    for i, batch in enumerate(loader):
+        if max_batches and i >= max_batches:
+            break
+        full = model_inputs(batch, device)
+        n = full["cube_labels"].shape[0]
+        out = model(**full)
+        sums += torch.stack([out.loss.double() * n, torch.tensor(float(n), device=device, dtype=torch.float64),
+                             *(out.task_losses[t].double() * n for t in TASKS)])
+        from_cube = model(cube=full["cube_labels"])  # spectra from the climate fields alone
+        from_spectrum = model(spectrum=full["spectrum_labels"])  # climate fields retrieved from the spectra alone
+        target_spec, target_cube = full["spectrum_labels"].float(), full["cube_labels"].float()
+        emulation.update(from_cube.spectrum.float(), target_spec)
+        baseline_spec.update(model.encoder.spectrum_mean.expand_as(target_spec), target_spec)
+        retrieved = from_spectrum.cube.float()
+        clim = (model.encoder.norm_mean[None, :, None, None, :, None, None]).expand_as(target_cube)
+        rmse["model"].update(retrieved, target_cube)
+        rmse["baseline"].update(clim, target_cube)
+        if ssim is not None:
+            ssim.update(retrieved, target_cube)
+    sums = accelerator.reduce(sums, reduction="sum")
+    result = {"loss": (sums[0] / sums[1]).item(), "samples": int(sums[1].item())}
+    result.update({f"task_loss/{t}": (sums[2 + j] / sums[1]).item() for j, t in enumerate(TASKS)})
+    result.update({f"spectrum/{k}": v for k, v in emulation.compute(accelerator).items()})
+    result.update({f"baseline_spectrum/{k}": v for k, v in baseline_spec.compute(accelerator).items()})
+    for name, metric in rmse.items():
+        for k, v in metric.compute().items():
+            result[f"{'climate' if name == 'model' else 'baseline_climate'}/{k}"] = v.item()
+    if ssim is not None:
+        result.update({f"climate/{k}": v.item() for k, v in ssim.compute().items() if k.count("/") <= 1})
+    model.train()
+    return result
+
+
+def write_report(output_dir: Path, model, test: dict, state, schema, sample_loader, device, train_seconds, run_config) -> None:
+    """metrics.json, plots (predicted vs true spectra with error bars, loss curve) and README.md (model card)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = output_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(
+        {"test": test, "global_step": state.global_step, "train_seconds": train_seconds, "history": state.history, "config": run_config},
+        indent=2, default=float,
+    ))
+    config = model.config
+    wl = torch.tensor(config.spectrum_wavelengths)
+    batch = next(iter(sample_loader))
+    with torch.no_grad():
+        pred = model(cube=batch["labels"].to(device)).spectrum.float().cpu()  # (B, Tc, P, W)
+    err = torch.tensor(test["spectrum/rmse_per_wavelength"])
+    fig, axes = plt.subplots(1, min(3, pred.shape[0]), figsize=(13, 4), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        ax.plot(wl, batch["spectrum"][k, 0, 0], "k-", label="true (radiative model)")
+        ax.errorbar(wl, pred[k, 0, 0], yerr=err, fmt="o", ms=3, capsize=2, label="predicted from the cube (+-test RMSE)")
+        ax.set_xlabel("wavelength [micron]")
+        ax.set_ylabel(f"spectrum [{config.spectrum_units}]")
+        ax.set_title(str(batch["planet_id"][k]))
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(plots / "spectra_pred_vs_true.png", dpi=110)
+    plt.close(fig)
+    train_history = [h for h in state.history if "train/loss" in h]
+    if train_history:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([h["step"] for h in train_history], [h["train/loss"] for h in train_history])
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        fig.savefig(plots / "loss_curve.png", dpi=110)
+        plt.close(fig)
+    rows = [
+        ("spectra from the cube: spectral angle [deg]", test["spectrum/spectral_angle_deg"], test["baseline_spectrum/spectral_angle_deg"]),
+        ("spectra from the cube: NRMSE", test["spectrum/nrmse"], test["baseline_spectrum/nrmse"]),
+        ("spectra from the cube: R2", test["spectrum/r2"], test["baseline_spectrum/r2"]),
+        *((f"climate from the spectra: lat-weighted RMSE {v}", test[f"climate/rmse/{v}"], test[f"baseline_climate/rmse/{v}"]) for v in config.variable_names),
+    ]
+    if "climate/ssim" in test:
+        rows.append(("climate from the spectra: SSIM (mean)", test["climate/ssim"], float("nan")))
+    table = "\n".join(f"| {name} | {m:.4g} | {b:.4g} |" for name, m, b in rows)
+    card = f"""---
+library_name: transformers
+tags: [astrobiology, exoplanets, spectra, multi-task]
+---
+# climate-spectra
+
+Multi-task model (`ClimateSpectraForMultiTask`): a cube encoder and a spectrum encoder share a fused latent per
+climate step; heads predict the climate fields ({', '.join(config.variable_names)}) and the spectra
+({config.num_phases} phase(s) x {config.num_wavelengths} wavelengths, {config.spectrum_units}). Loss mode:
+`{config.loss_mode}`.
+
+Data: `{schema.source}`; spectra: {schema.spectrum_model}
+
+## Test results (held-out planets, {test['samples']} samples, EMA weights of the best checkpoint)
+
+| metric | model | train-mean baseline |
+|---|---|---|
+{table}
+
+Trained {state.global_step} optimizer steps in {train_seconds:.0f} s.
+
+![spectra](plots/spectra_pred_vs_true.png)
+"""
+    (output_dir / "README.md").write_text(card)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The recipe
+# ------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict:
+    data_args, model_args, train_args = parse_recipe_args(
+        (DataArguments, ModelArguments, TrainingArguments), sys.argv[1:] if argv is None else argv,
+        defaults={"output_dir": "runs/climate_spectra"},
+    )
+    output_dir = Path(train_args.output_dir)
+    report_to = [n for n in train_args.report_to.split(",") if n and n != "none"]
+
+    # 1. Accelerator and logging.
+    accelerator = Accelerator(
+        gradient_accumulation_steps=train_args.gradient_accumulation_steps,
+        step_scheduler_with_optimizer=False,
+        log_with=report_to or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    setup_logging(accelerator)
+    set_seed(train_args.seed)
+    started = time.perf_counter()
+
+    # 2. Data schema (the embedded default is (re)synthesised with spectra on first use, by one process).
+    with accelerator.main_process_first():
+        if data_args.data_dir == DEFAULT_DATA_DIR and accelerator.is_main_process:
+            path = Path(DEFAULT_DATA_DIR) / "schema.json"
+            if not path.is_file() or json.loads(path.read_text()).get("spectrum_wavelengths") is None:
+                logger.info("synthesising the embedded default with spectra (%d planets) into %s", data_args.n_planets, DEFAULT_DATA_DIR)
+                synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
+        schema = DatasetSchema.from_dir(data_args.data_dir)
+    if not schema.has_spectra:
+        raise ValueError(f"expected a dataset with spectra in {data_args.data_dir}, got a schema without spectrum_wavelengths")
+
+    # 3. Config and model; sizes come from the schema.
+    config = ClimateSpectraConfig.from_schema(
+        schema, context_steps=data_args.context_steps, cube_channels=model_args.cube_channels,
+        hidden_size=model_args.hidden_size, num_fusion_layers=model_args.num_fusion_layers, norm_groups=model_args.norm_groups,
+        loss_mode=model_args.loss_mode, task_weights=json.loads(model_args.task_weights),
+        adaptive_temperature=model_args.adaptive_temperature, adaptive_warmup_steps=model_args.adaptive_warmup_steps,
+        consistency_weight=model_args.consistency_weight, smoothness_weight=model_args.smoothness_weight,
+        physics_warmup_steps=model_args.physics_warmup_steps,
+    )
+    model = ClimateSpectraForMultiTask(config)
+    if train_args.init_from:
+        init_weights_from(model, train_args.init_from, accelerator)
+    logger.info("model summary\n%s", model_summary(model))
+
+    # 4. EMA.  5. Optimizer (no decay on biases and norms).
+    ema = create_ema(model, train_args.ema_decay)
+    optimizer = create_optimizer(model, train_args.learning_rate, train_args.weight_decay, (train_args.adam_beta1, train_args.adam_beta2))
+
+    # 6. Datasets.
+    with accelerator.main_process_first():
+        train_loader = make_loader(data_args.data_dir, "train", schema, data_args, train_args, accelerator, shuffle=True)
+        val_loader = make_loader(data_args.data_dir, "validation", schema, data_args, train_args, accelerator, shuffle=False)
+        test_loader = make_loader(data_args.data_dir, "test", schema, data_args, train_args, accelerator, shuffle=False)
+
+    # 7. LR schedule from the real number of optimizer steps.
+    per_rank = [count_windows(schema, "train", data_args.context_steps, data_args.stride, rank=r, world_size=accelerator.num_processes)
+                for r in range(accelerator.num_processes)]
+    micro_per_epoch = micro_batches_per_epoch(per_rank, train_args.per_device_batch_size, train_args.gradient_accumulation_steps)
+    steps_per_epoch = micro_per_epoch // train_args.gradient_accumulation_steps
+    total_steps = train_args.max_steps or steps_per_epoch * train_args.num_epochs
+    lr_scheduler = get_cosine_schedule_with_warmup(
+        optimizer, num_warmup_steps=math.ceil(train_args.warmup_ratio * total_steps), num_training_steps=total_steps
+    )
+
+    # 8. prepare.
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    unwrapped = accelerator.unwrap_model(model)
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    checkpoints = CheckpointManager(accelerator, output_dir, keep=train_args.keep_checkpoints)
+    guard = NonFiniteGuard(accelerator, train_args.max_nonfinite_steps)
+    pusher = HubPusher.from_args(accelerator, train_args, config)
+    init_trackers(accelerator, "climate_spectra", ",".join(report_to), resolved_config(data_args, model_args, train_args), str(output_dir))
+
+    # 9. Resume.
+    resume_from = checkpoints.resolve_resume(train_args.resume)
+    if resume_from is not None:
+        checkpoints.load(resume_from)
+        logger.info("resuming at step %d (epoch %d, batch %d)", state.global_step, state.epoch, state.batches_in_epoch)
+
+    # 10. The loop. Task losses and weights accumulate as tensors; one sync per logging step.
+    progress = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_main_process, desc="train")
+    running = torch.zeros(2 + 2 * len(TASKS) + 2, device=accelerator.device)  # loss, count, task losses, weights, consistency, smoothness
+    stop = state.global_step >= total_steps
+    timer = LoopTimer(skip_steps=2)
+    model.train()
+    while not stop:
+        train_loader.dataset.set_epoch(state.epoch)
+        batches = iter(train_loader)
+        for _ in range(state.batches_in_epoch):
+            next(batches)
+        while state.batches_in_epoch < micro_per_epoch:
+            batch = next(batches)
+            state.batches_in_epoch += 1
+            modalities = draw_modalities(model_args.modality_dropout, accelerator.device)
+            with accelerator.accumulate(model):
+                out = model(**model_inputs(batch, accelerator.device, modalities), training_step=state.global_step)
+                loss = out.loss
+                accelerator.backward(loss)
+                grad_norm, step_ok = guarded_optimizer_step(accelerator, model, optimizer, lr_scheduler, guard, loss, train_args.max_grad_norm)
+            running += torch.stack([
+                loss.detach().float(), torch.ones((), device=running.device),
+                *(out.task_losses[t].float() for t in TASKS), *(out.task_weights[t].float() for t in TASKS),
+                out.consistency_loss.float(), out.smoothness_loss.float(),
+            ])
+            if not accelerator.sync_gradients:
+                continue
+            if not step_ok:
+                state.skipped_steps += 1
+                continue
+            if ema is not None:
+                ema.step([p for p in unwrapped.parameters() if p.requires_grad])
+            state.global_step += 1
+            timer.step(samples=train_args.per_device_batch_size * accelerator.num_processes * train_args.gradient_accumulation_steps)
+            progress.update(1)
+            if state.global_step % train_args.log_every == 0 or state.global_step == total_steps:
+                means = (accelerator.reduce(running, reduction="mean") / running[1].clamp_min(1)).tolist()
+                running.zero_()
+                logs = {"train/loss": means[0], "train/lr": lr_scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
+                        "train/consistency": means[-2], "train/smoothness": means[-1],
+                        "train/smoothness_weight": float(out.smoothness_weight)}
+                logs.update({f"train/loss_{t}": means[2 + j] for j, t in enumerate(TASKS)})
+                logs.update({f"train/weight_{t}": means[2 + len(TASKS) + j] for j, t in enumerate(TASKS)})
+                accelerator.log(logs, step=state.global_step)
+                state.history.append({"step": state.global_step, "train/loss": means[0]})
+                progress.set_postfix(loss=f"{means[0]:.4f}")
+            end_of_epoch = state.batches_in_epoch >= micro_per_epoch
+            do_eval = (train_args.eval_every and state.global_step % train_args.eval_every == 0) or end_of_epoch or state.global_step == total_steps
+            is_best = False
+            if do_eval:
+                with ema_weights(ema, unwrapped):
+                    val = evaluate(unwrapped, val_loader, accelerator)
+                is_best = state.record_validation(val["loss"])
+                accelerator.log({"val/loss": val["loss"], "val/spectrum_r2": val["spectrum/r2"],
+                                 "val/spectral_angle_deg": val["spectrum/spectral_angle_deg"]}, step=state.global_step)
+                logger.info("step %d: val loss %.4f, spectrum R2 %.3f%s", state.global_step, val["loss"], val["spectrum/r2"], " (best)" if is_best else "")
+            stop = state.global_step >= total_steps or state.patience_exhausted(train_args.early_stopping_patience)
+            if end_of_epoch:
+                state.epoch += 1
+                state.batches_in_epoch = 0
+            if state.global_step % train_args.checkpoint_every == 0 or is_best or stop or end_of_epoch:
+                saved = checkpoints.save(state.global_step, metric=state.best_metric if is_best else None, is_best=is_best)
+                pusher.on_checkpoint(state.global_step, saved)
+            if stop or end_of_epoch:
+                break
+    progress.close()
+
+    # 11. Final model = EMA weights of the best checkpoint; test on held-out planets.
+    checkpoints.restore_best_weights(state)
+    with ema_weights(ema, unwrapped):
+        test = evaluate(unwrapped, test_loader, accelerator, with_ssim=True)
+        if accelerator.is_main_process:
+            unwrapped.save_pretrained(output_dir, safe_serialization=True)
+            write_report(output_dir, unwrapped, test, state, schema,
+                         make_loader(data_args.data_dir, "test", schema, data_args, train_args, accelerator, shuffle=False),
+                         accelerator.device, time.perf_counter() - started, resolved_config(data_args, model_args, train_args))
+    logger.info("test: %s", {k: v for k, v in test.items() if isinstance(v, float)})
+    accelerator.log({f"test/{k}": v for k, v in test.items() if isinstance(v, (int, float))}, step=state.global_step)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    pusher.on_end()
+    pusher.wait()
+    return test
+
+
+if __name__ == "__main__":
+    main()
