@@ -222,3 +222,34 @@ def test_smoothness_over_all_spatial_axes_and_schedule():
     assert float(physics_weight_schedule(50, 0.2, 10)) == pytest.approx(0.2)
     assert float(physics_weight_schedule(None, 0.2, 10)) == pytest.approx(0.2)
     assert float(physics_weight_schedule(3, 0.2, 0)) == pytest.approx(0.2)
+
+
+def test_profile_pathway_is_a_linear_skip_from_the_area_weighted_mean_profiles():
+    """With the cube, the spectra get a linear map of the cos(lat)-weighted global mean of every normalised channel:
+    adding a zero-global-mean pattern on the cube changes the skip by nothing; without the pathway there is no layer."""
+    config = tiny_config(profile_pathway=True)
+    model = ClimateSpectraForMultiTask(config).eval()
+    weights = model.encoder.lat_weights
+    assert weights.shape == (config.num_lat,) and float(weights.sum()) == pytest.approx(1.0)
+    assert torch.equal(weights, weights.flip(0)) and weights[config.num_lat // 2] > weights[0]  # cos(lat), symmetric
+    inputs = tiny_inputs(config)
+    cube = inputs["cube"]
+    with torch.no_grad():
+        encoded = model.encoder(cube=cube)
+        frames = model.encoder.normalize_cube(cube)  # (B, V, Tc, Tg, Z, Y, X)
+        expected = torch.einsum("bvtgzyx,y->btvgz", frames, weights) / config.num_lon
+        torch.testing.assert_close(encoded.cube_profile, expected.flatten(2))
+        assert model.encoder(spectrum=inputs["spectrum"]).cube_profile is None
+        # the skip's contribution is exactly profile_head(profile): remove it and the head output is left
+        full = model(cube=cube).spectrum
+        head = model.profile_head
+        model.profile_head = None
+        without = model(cube=cube).spectrum
+        std = model.encoder.spectrum_std
+        skip = torch.einsum("btc,kc->btk", encoded.cube_profile, head.weight) + head.bias
+        torch.testing.assert_close((full - without) / std, skip.reshape(full.shape), rtol=1e-4, atol=1e-5)
+    off = ClimateSpectraForMultiTask(tiny_config(profile_pathway=False))
+    assert off.profile_head is None
+    assert off(**tiny_inputs(off.config)).loss.isfinite()
+    with pytest.raises(TypeError, match="profile_pathway must be a bool"):
+        tiny_config(profile_pathway="yes")

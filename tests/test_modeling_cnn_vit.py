@@ -32,26 +32,26 @@ G, R = 9.0, 290.0
 
 
 def tiny_config(**overrides) -> CnnVitConfig:
-    kwargs = dict(
-        variable_names=["T", "p", "rho"],
-        level_values=LEVELS,
-        lat_values=[-90.0 + 180.0 / 8 * (i + 0.5) for i in range(8)],
-        lon_values=[360.0 / 16 * i for i in range(16)],
-        planet_param_names=["gravity", "mean_molecular_weight", "stellar_flux"],
-        planet_param_mean=[9.0, 29.0, 1361.0],
-        planet_param_std=[2.0, 3.0, 100.0],
-        norm_mean=[[280.0] * 4, [8.0e4] * 4, [1.0] * 4],
-        norm_std=[[10.0] * 4, [1.0e4] * 4, [0.1] * 4],
-        context_steps=2,
-        geological_steps=2,
-        stem_channels=8,
-        stem_downsample=1,
-        patch_size=2,
-        hidden_size=16,
-        num_layers=2,
-        num_heads=2,
-        physics_weights={"cross_scale": 0.1, "ideal_gas": 0.1, "hydrostatic": 0.1},
-    )
+    kwargs = {
+        "variable_names": ["T", "p", "rho"],
+        "level_values": LEVELS,
+        "lat_values": [-90.0 + 180.0 / 8 * (i + 0.5) for i in range(8)],
+        "lon_values": [360.0 / 16 * i for i in range(16)],
+        "planet_param_names": ["gravity", "mean_molecular_weight", "stellar_flux"],
+        "planet_param_mean": [9.0, 29.0, 1361.0],
+        "planet_param_std": [2.0, 3.0, 100.0],
+        "norm_mean": [[280.0] * 4, [8.0e4] * 4, [1.0] * 4],
+        "norm_std": [[10.0] * 4, [1.0e4] * 4, [0.1] * 4],
+        "context_steps": 2,
+        "geological_steps": 2,
+        "stem_channels": 8,
+        "stem_downsample": 1,
+        "patch_size": 2,
+        "hidden_size": 16,
+        "num_layers": 2,
+        "num_heads": 2,
+        "physics_weights": {"cross_scale": 0.1, "ideal_gas": 0.1, "hydrostatic": 0.1},
+    }
     kwargs.update(overrides)
     return CnnVitConfig(**kwargs)
 
@@ -198,3 +198,34 @@ def test_config_errors_name_both_values():
         tiny_config(physics_weights={"energy": 1.0})
     with pytest.raises(ValueError, match="unknown key"):
         CnnVitConfig(base_channels=8)
+
+
+def test_log_channels_global_token_and_no_stem_norm(tmp_path):
+    """Log channels (log-normal moments of the norm table), the global token and the norm-free stem: shapes,
+    gradients into every new part, and a save/load round trip that recomputes the unsaved log statistics."""
+    config = tiny_config(log_variables=["p", "rho"], stem_norm="none", global_token=True)
+    model = CnnVitForParameterRegression(config).double()
+    assert model.cnn_vit.stem.conv_in.conv.in_channels == (3 + 2) * 2 * 2 * 4
+    assert isinstance(model.cnn_vit.stem.norm_in, torch.nn.Identity)
+    # log-normal moments: std of log = sqrt(log(1 + cv^2)), mean of log = log(mean) - var / 2
+    cv = 1.0e4 / 8.0e4
+    assert model.cnn_vit.log_std[0, 0].item() == pytest.approx(math.sqrt(math.log1p(cv**2)), rel=1e-5)
+    assert model.cnn_vit.log_mean[0, 0].item() == pytest.approx(math.log(8.0e4) - 0.5 * math.log1p(cv**2), rel=1e-6)
+    cube = hydrostatic_cube(config)
+    labels = torch.tensor([[G, 29.0, 1361.0]] * 2, dtype=torch.float64)
+    out = model(inputs=cube, labels=labels)
+    out.loss.backward()
+    assert model.cnn_vit.embeddings.global_projection.weight.grad.abs().sum() > 0
+    assert model.cnn_vit.stem.conv_in.conv.weight.grad.abs().sum() > 0
+    model.save_pretrained(tmp_path)
+    loaded = CnnVitForParameterRegression.from_pretrained(tmp_path).double()
+    assert loaded.config.log_variables == ["p", "rho"] and loaded.config.global_token
+    torch.testing.assert_close(loaded.cnn_vit.log_mean, model.cnn_vit.log_mean)
+    model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(inputs=cube).mean, model(inputs=cube).mean)
+    with pytest.raises(ValueError, match="log_variables"):
+        tiny_config(log_variables=["u"])
+    with pytest.raises(ValueError, match="stem_norm"):
+        tiny_config(stem_norm="batch")

@@ -117,8 +117,8 @@ def _window_features(window_size: int, num_params: int, spectrum_size: int = 0):
     )
 
 
-def _window_starts(n_time: int, context_steps: int, stride: int) -> range:
-    return range(0, n_time - 2 * context_steps + 1, stride)
+def _window_starts(n_time: int, context_steps: int, stride: int, forecast: bool = True) -> range:
+    return range(0, n_time - (2 if forecast else 1) * context_steps + 1, stride)
 
 
 def count_windows(
@@ -129,6 +129,7 @@ def count_windows(
     *,
     rank: int | None = None,
     world_size: int = 1,
+    forecast: bool = True,
 ) -> int:
     """Number of windows of ``split``: in all (``world_size=1``) or those rank ``rank`` gets in every epoch.
 
@@ -136,11 +137,12 @@ def count_windows(
     window by window, so rank ``r`` gets exactly ``ceil((N - r) / world_size)`` of the N windows. With
     whole shards per rank, which shards a rank gets depends on the epoch's shard order; the count is then
     the smallest a rank can get (the sum over its number of shards of the smallest shards), exact when all
-    shards hold as many windows (equal series, full shards).
+    shards hold as many windows (equal series, full shards). ``forecast=False`` counts the windows of
+    :func:`build_window_dataset`'s non-forecast mode (Tc steps each instead of 2 Tc).
     """
     _check_window_args(context_steps, stride)
     schema.series_lengths(split)  # raises for an unknown split
-    per_shard = [sum(len(_window_starts(n, context_steps, stride)) for n in info.n_time) for info in schema.splits[split]]
+    per_shard = [sum(len(_window_starts(n, context_steps, stride, forecast)) for n in info.n_time) for info in schema.splits[split]]
     total = sum(per_shard)
     if world_size == 1:
         return total
@@ -183,8 +185,11 @@ class _WindowCutter:
         stride: int,
         arrow_schema: pa.Schema,
         shuffle_seed: int | None = None,
+        forecast: bool = True,
     ):
         self.schema = schema
+        self.forecast = bool(forecast)
+        self.target_offset = int(context_steps) if forecast else 0  # labels start Tc after the inputs, or with them
         self.shuffle_seed = shuffle_seed
         self.arrow_schema = arrow_schema  # the output carries datasets' exact schema: no per-row cast later
         self.context_steps = int(context_steps)
@@ -229,7 +234,7 @@ class _WindowCutter:
                         f"(T, P, W) = {s_shape} = {math.prod(s_shape)} values"
                     )
                 spectra.append(s_val[s_off[i] : s_off[i + 1]].reshape(s_shape))
-            s_list = _window_starts(shape[1], Tc, self.stride)
+            s_list = _window_starts(shape[1], Tc, self.stride, self.forecast)
             rows.extend([i] * len(s_list))
             starts.extend(s_list)
         rows_np = np.asarray(rows, dtype=np.int64)
@@ -253,7 +258,7 @@ class _WindowCutter:
         for k in range(n):
             cube, st = cubes[rows_np[k]], int(starts_np[k])
             inputs[k].reshape(wshape)[...] = cube[:, st : st + Tc]
-            labels[k].reshape(wshape)[...] = cube[:, st + Tc : st + 2 * Tc]
+            labels[k].reshape(wshape)[...] = cube[:, st + self.target_offset : st + self.target_offset + Tc]
         params = (
             np.stack([p_val[p_off[r] : p_off[r + 1]] for r in rows_np]).astype(np.float32)
             if n and self.P
@@ -264,7 +269,7 @@ class _WindowCutter:
             spec = np.empty((n, Tc * math.prod(self.spectrum_shape)), dtype=np.float32)
             for k in range(n):
                 st = int(starts_np[k])
-                spec[k].reshape(Tc, *self.spectrum_shape)[...] = spectra[rows_np[k]][st + Tc : st + 2 * Tc]
+                spec[k].reshape(Tc, *self.spectrum_shape)[...] = spectra[rows_np[k]][st + self.target_offset : st + self.target_offset + Tc]
             extra = {
                 SPECTRUM_COLUMN: _list_array(spec, pa.float32()),
                 "spectrum_shape": _list_array(
@@ -298,6 +303,7 @@ def build_window_dataset(
     rank: int = 0,
     world_size: int = 1,
     schema: DatasetSchema | None = None,
+    forecast: bool = True,
 ):
     """Streaming ``datasets.IterableDataset`` of forecasting windows of ``split``.
 
@@ -312,6 +318,9 @@ def build_window_dataset(
         seed: shuffle seed (the same on every rank); the epoch is set with ``ds.set_epoch(epoch)``.
         rank, world_size: this process's place; see the module docstring for how windows are assigned.
         schema: an already validated schema of ``data_dir`` (read and validated if None).
+        forecast: True (default): labels are the Tc steps after the inputs (windows of 2 Tc steps). False:
+            labels are the input frames themselves (windows of Tc steps; with Tc = 1 every step of a series,
+            e.g. the n_time = 1 samples of a (cube, spectrum) dataset, is one window).
 
     Returns:
         ``IterableDataset`` with numpy formatting whose rows have ``planet_id``, ``segment``, ``start``,
@@ -331,9 +340,10 @@ def build_window_dataset(
     _check_window_args(context_steps, stride)
     files = schema.shard_files(split)
     lengths = schema.series_lengths(split)
-    if count_windows(schema, split, context_steps, stride) == 0:
+    span = (2 if forecast else 1) * context_steps
+    if count_windows(schema, split, context_steps, stride, forecast=forecast) == 0:
         raise ValueError(
-            f"split {split!r} has no window of 2*context_steps = {2 * context_steps} climate steps: "
+            f"split {split!r} has no window of {'2*' if forecast else ''}context_steps = {span} climate steps: "
             f"its series have n_time = {sorted(set(lengths))}"
         )
     if not (0 <= rank < world_size):
@@ -353,7 +363,7 @@ def build_window_dataset(
     #    (its workaround for apache/arrow#45214)
     group = 1
     if shuffle_buffer > 0:
-        windows_per_series = count_windows(schema, split, context_steps, stride) / len(lengths)
+        windows_per_series = count_windows(schema, split, context_steps, stride, forecast=forecast) / len(lengths)
         group = max(1, math.ceil(shuffle_buffer / windows_per_series))
         ds = ds.shuffle(seed=seed, buffer_size=max(2, group), max_buffer_input_shards=1)
 
@@ -363,7 +373,10 @@ def build_window_dataset(
     features = _window_features(math.prod(schema.window_shape(context_steps)), schema.num_planet_params, spectrum_size)
     window_columns = (*WINDOW_COLUMNS, *(SPECTRUM_WINDOW_COLUMNS if schema.has_spectra else ()))
     ds = ds.with_format("arrow").map(
-        _WindowCutter(schema, context_steps, stride, features.arrow_schema, shuffle_seed=seed if shuffle_buffer > 0 else None),
+        _WindowCutter(
+            schema, context_steps, stride, features.arrow_schema,
+            shuffle_seed=seed if shuffle_buffer > 0 else None, forecast=forecast,
+        ),
         batched=True,
         batch_size=group,
         # only the columns the windows do not carry: a removed name would also be dropped from the output

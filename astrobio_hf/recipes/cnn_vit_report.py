@@ -98,9 +98,17 @@ def write_report(
     ]
     table = markdown_table(["parameter", "R2 CNN-ViT", "R2 ridge", "RMSE CNN-ViT", "RMSE ridge"], rows)
     better = [n for n in names if test[f"model/r2/{n}"] > test[f"ridge/r2/{n}"]]
+    calibration_rows = [["as predicted", test["calibration/coverage_1sigma"], test["calibration/coverage_2sigma"],
+                         test["calibration/mean_z2"], test["calibration/error"]]]
+    if "calibration_rescaled/variance_scale" in test:  # variances x (mean z^2 on the validation planets)
+        calibration_rows.append([
+            f"variance x {test['calibration_rescaled/variance_scale']:.3g} (fitted on validation)",
+            test["calibration_rescaled/coverage_1sigma"], test["calibration_rescaled/coverage_2sigma"],
+            test["calibration_rescaled/mean_z2"], test["calibration_rescaled/error"],
+        ])
     calibration = markdown_table(
-        ["coverage 1 sigma (Gaussian 0.683)", "coverage 2 sigma (0.954)", "mean z^2 (1)", "calibration error"],
-        [[test["calibration/coverage_1sigma"], test["calibration/coverage_2sigma"], test["calibration/mean_z2"], test["calibration/error"]]],
+        ["variance", "coverage 1 sigma (Gaussian 0.683)", "coverage 2 sigma (0.954)", "mean z^2 (1)", "calibration error"],
+        calibration_rows,
     )
     card = build_model_card(
         model_name="cnn-vit",

@@ -7,11 +7,22 @@ directory has no spectra yet, trains, then evaluates the EMA weights of the best
 planets and writes to runs/climate_spectra: config.json, model.safetensors, README.md (model card), metrics.json,
 plots/ (predicted vs true spectra with error bars, loss curves), logs/ and checkpoints/.
 
-A sample is one window's target frames (B, V, Tc, Tg, Z, Y, X) and their spectra (B, Tc, P, W). Every training
+    accelerate launch recipes/train_climate_spectra.py recipes/configs/climate_spectra/wasp43b.yaml
+
+trains on WASP-43b instead: (perturbed GCM cube, phase-resolved Fp/Fs) pairs built into data/wasp43b on first use
+by astrobio_hf.data.spectra (nemesispy's GCM and forward model, ~5 s per sample; only this build step and the
+unperturbed GCM's cube, gcm_cube.npy, import nemesispy); the test metrics then add chi-squared of the predicted
+phase spectra against the observed HST/Spitzer spectra (from the unperturbed GCM's cube and per test sample),
+beside the forward model's own, and the card a predicted-vs-observed phase-spectrum plot with error bars.
+
+A sample is Tc consecutive climate frames (B, V, Tc, Tg, Z, Y, X) and their spectra (B, Tc, P, W): the windows of
+`build_window_dataset(..., forecast=False)` (every step of a series, also the n_time = 1 WASP-43b samples). Every training
 micro-batch gives the model both modalities, or (with probability `modality_dropout`, half each) only the cube or
 only the spectra; both heads are always trained. Evaluation measures the two cross-modal tasks: spectra predicted
 from the cube alone (emulation of the radiative model: spectral angle, NRMSE, R2) and climate fields retrieved
 from the spectra alone (latitude-weighted RMSE, SSIM), against the train-mean baseline.
+The best checkpoint is picked on the validation cross-modal loss (normalised MSE of both cross-modal tasks), not on
+the multi-task training loss, whose learned uncertainty weights keep lowering it whatever the tasks do.
 
 Order (DESIGN.md section 4): Accelerator; logging; data schema; config and model; EMA; optimizer; dataset; lr
 schedule; prepare; resume; loop; save_pretrained; card; end.
@@ -28,8 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    ProjectConfiguration,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -79,7 +95,9 @@ class DataArguments:
     """Where the shards (with spectra) are and how windows are cut from them."""
 
     data_dir: str = field(default=DEFAULT_DATA_DIR, metadata={"help": "Shards + schema.json with spectra; the embedded default is (re)synthesised here when it has none."})
+    dataset: str = field(default="synthetic", metadata={"help": "synthetic | wasp43b: the builder that makes data_dir on first use (wasp43b: astrobio_hf.data.spectra, nemesispy's GCM + forward model)."})
     n_planets: int = field(default=24, metadata={"help": "Planets in the embedded default (only when it is synthesised)."})
+    n_samples: int = field(default=40, metadata={"help": "Perturbed GCMs of a WASP-43b dataset built on first use (~5 s each)."})
     context_steps: int = field(default=2, metadata={"help": "Tc: climate steps per sample (the window's target frames)."})
     stride: int = field(default=1, metadata={"help": "Climate steps between consecutive training windows."})
     shuffle_buffer: int = field(default=256, metadata={"help": "Windows in the streaming shuffle buffer (0 = stream order)."})
@@ -93,6 +111,7 @@ class ModelArguments:
     hidden_size: int = 128
     num_fusion_layers: int = 2
     norm_groups: int = 4
+    profile_pathway: bool = field(default=True, metadata={"help": "Linear skip from the area-weighted global-mean profiles of the cube to the spectra."})
     loss_mode: str = field(default="uncertainty", metadata={"help": "fixed | uncertainty | adaptive"})
     task_weights: str = field(default='{"climate": 1.0, "spectrum": 1.0}', metadata={"help": "JSON dict task -> initial weight."})
     adaptive_temperature: float = 2.0
@@ -101,6 +120,81 @@ class ModelArguments:
     smoothness_weight: float = 0.01
     physics_warmup_steps: int = 50
     modality_dropout: float = field(default=0.6, metadata={"help": "Probability that a training batch gives one modality only."})
+    selection_metric: str = field(default="cross_modal_loss", metadata={"help": "Validation metric that picks the best checkpoint: cross_modal_loss (normalised MSE of spectra from the cube + cube from the spectra: the evaluated tasks, independent of the loss weights) | loss (the multi-task training loss with both modalities)."})
+
+
+# ------------------------------------------------------------------------------------------------------
+# Data on first use
+# ------------------------------------------------------------------------------------------------------
+def ensure_dataset(data_args: DataArguments) -> None:
+    """Build data_dir on first use (main process only): the embedded default (synthetic planets with spectra), or
+    a WASP-43b dataset with nemesispy's forward model plus the unperturbed GCM's cube (gcm_cube.npy)."""
+    path = Path(data_args.data_dir) / "schema.json"
+    if data_args.dataset == "wasp43b":
+        if not path.is_file():
+            from astrobio_hf.data.spectra import build_spectra_dataset
+
+            logger.info("building the WASP-43b dataset (%d perturbed GCMs, ~5 s each) into %s", data_args.n_samples, data_args.data_dir)
+            build_spectra_dataset(data_args.data_dir, n_samples=data_args.n_samples, seed=0)
+        if not (Path(data_args.data_dir) / GCM_CUBE_FILE).is_file():
+            write_gcm_cube(data_args.data_dir)
+    elif data_args.data_dir == DEFAULT_DATA_DIR and (not path.is_file() or json.loads(path.read_text()).get("spectrum_wavelengths") is None):
+        logger.info("synthesising the embedded default with spectra (%d planets) into %s", data_args.n_planets, DEFAULT_DATA_DIR)
+        synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
+
+
+GCM_CUBE_FILE = "gcm_cube.npy"
+
+
+def write_gcm_cube(data_dir) -> None:
+    """The unperturbed WASP-43b GCM as one cube (V, 1, 1, Z, Y, X) in the dataset's layout, from nemesispy's GCM
+    arrays (no opacities, no forward model): the input of the chi-squared of the model's phase spectra."""
+    import numpy as np
+    from nemesispy.data.gcm import process_gcm as g
+
+    from astrobio_hf.data import spectra
+
+    schema = DatasetSchema.from_dir(data_dir)
+    p = np.asarray(g.pv, dtype=np.float64)
+    lo = int(np.nonzero(p >= spectra.P_BOTTOM_PA)[0][-1])
+    hi = int(np.nonzero(p <= spectra.P_TOP_PA)[0][0])
+    level_slice = slice(lo, hi + 1)  # as spectra.Wasp43bModel
+    lon = -180.0 + 360.0 / len(g.xlon) * (np.arange(len(g.xlon)) + 0.5)
+    lon_order = np.argsort(np.mod(lon, 360.0))
+    if not np.allclose(p[level_slice], schema.level_values, rtol=1e-6) or not np.allclose(np.mod(lon, 360.0)[lon_order], schema.lon_values):
+        raise ValueError(f"expected the GCM grid of {data_dir}/schema.json, got other levels or longitudes from nemesispy")
+
+    class _Grid:
+        pass
+
+    grid = _Grid()
+    grid.level_slice = level_slice
+    cube = spectra._cube(grid, np.asarray(g.tmap, dtype=np.float64), np.asarray(g.vmrmap, dtype=np.float64), lon_order)
+    np.save(Path(data_dir) / GCM_CUBE_FILE, cube)
+
+
+def load_wasp43b_reference(data_dir, schema) -> dict:
+    """observations.json (observed Fp/Fs, errors, the unperturbed GCM's forward-model spectrum and chi-squared) and
+    the GCM's cube as tensors. Numpy + json only: the training stack does not import nemesispy."""
+    import numpy as np
+
+    path = Path(data_dir) / "observations.json"
+    if not path.is_file():
+        raise ValueError(f"expected {path} (written by `astrobio-hf data spectra`), got no such file")
+    obs = json.loads(path.read_text())
+    P, W = schema.spectrum_shape
+    ref = {k: torch.tensor(obs[k], dtype=torch.float64) for k in ("spectrum", "error", "gcm_spectrum")}
+    for k, v in ref.items():
+        if tuple(v.shape) != (P, W):
+            raise ValueError(f"expected observations.json {k} of shape (P, W) = {(P, W)}, got {tuple(v.shape)}")
+    cube = torch.from_numpy(np.load(Path(data_dir) / GCM_CUBE_FILE)).float()
+    return {**ref, "gcm_cube": cube, "gcm_chi_squared": float(obs["gcm_chi_squared"]), "n_points": int(obs["n_points"]),
+            "phases": obs["phases"], "wavelengths": obs["wavelengths"], "units": obs["units"]}
+
+
+def chi_squared_rows(pred: torch.Tensor, obs: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
+    """chi^2 = sum over phases and wavelengths of ((pred - obs) / err)^2 for every sample: (..., P, W) -> (...)."""
+    return (((pred.double() - obs) / err) ** 2).sum(dim=(-2, -1))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -133,7 +227,7 @@ def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shu
         data_dir, split, context_steps=data_args.context_steps,
         stride={"train": data_args.stride}.get(split, data_args.context_steps),
         shuffle_buffer=data_args.shuffle_buffer if shuffle else 0, seed=train_args.seed,
-        rank=accelerator.process_index, world_size=accelerator.num_processes, schema=schema,
+        rank=accelerator.process_index, world_size=accelerator.num_processes, schema=schema, forecast=False,
     )
     return DataLoader(dataset, batch_size=train_args.per_device_batch_size, collate_fn=collate_windows, num_workers=train_args.num_workers)
 
@@ -172,7 +266,7 @@ class SpectrumMetrics:
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, with_ssim=False, max_batches=0) -> dict:
+def evaluate(model, loader, accelerator, with_ssim=False, max_batches=0, observations=None) -> dict:
     """Cross-modal evaluation: spectra from the cube alone, cube from the spectra alone (+ train-mean baselines)."""
     model.eval()
     config = model.config
@@ -184,19 +278,32 @@ def evaluate(model, loader, accelerator, with_ssim=False, max_batches=0) -> dict
     kernel = min(7, config.num_lat - 1)
     kernel -= 1 - kernel % 2  # odd and smaller than Y
     ssim = SSIMPerLevel(config.variable_names, data_range, config.num_levels, kernel_size=kernel).to(device) if with_ssim else None
-    sums = torch.zeros(2 + len(TASKS), device=device, dtype=torch.float64)  # loss, samples, per-task losses
+    # loss, samples, per-task losses, cross-modal losses (spectra from the cube, cube from the spectra; normalised MSE)
+    sums = torch.zeros(5 + len(TASKS), device=device, dtype=torch.float64)
+    chi2 = torch.zeros(3, device=device, dtype=torch.float64)  # sum over samples of chi2(predicted), chi2(true), count
+    if observations is not None:
+        obs, err = observations["spectrum"].to(device), observations["error"].to(device)
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
             break
         full = model_inputs(batch, device)
         n = full["cube_labels"].shape[0]
         out = model(**full)
-        sums += torch.stack([out.loss.double() * n, torch.tensor(float(n), device=device, dtype=torch.float64),
+        sums[: 2 + len(TASKS)] += torch.stack([out.loss.double() * n, torch.tensor(float(n), device=device, dtype=torch.float64),
                              *(out.task_losses[t].double() * n for t in TASKS)])
         from_cube = model(cube=full["cube_labels"])  # spectra from the climate fields alone
         from_spectrum = model(spectrum=full["spectrum_labels"])  # climate fields retrieved from the spectra alone
         target_spec, target_cube = full["spectrum_labels"].float(), full["cube_labels"].float()
+        enc = model.encoder
+        sums[-3:] += n * torch.stack([
+            F.mse_loss(enc.normalize_spectrum(from_cube.spectrum.float()), enc.normalize_spectrum(target_spec)).double(),
+            F.mse_loss(enc.normalize_cube(from_spectrum.cube.float()), enc.normalize_cube(target_cube)).double(),
+            enc.normalize_spectrum(target_spec).double().square().mean(),  # the train-mean spectrum's normalised MSE
+        ])
         emulation.update(from_cube.spectrum.float(), target_spec)
+        if observations is not None:  # each sample's predicted and forward-model phase spectra vs the observations
+            c_pred, c_true = chi_squared_rows(from_cube.spectrum, obs, err), chi_squared_rows(target_spec, obs, err)
+            chi2 += torch.stack([c_pred.sum(), c_true.sum(), torch.tensor(float(c_pred.numel()), device=device, dtype=torch.float64)])
         baseline_spec.update(model.encoder.spectrum_mean.expand_as(target_spec), target_spec)
         retrieved = from_spectrum.cube.float()
         clim = (model.encoder.norm_mean[None, :, None, None, :, None, None]).expand_as(target_cube)
@@ -206,7 +313,18 @@ def evaluate(model, loader, accelerator, with_ssim=False, max_batches=0) -> dict
             ssim.update(retrieved, target_cube)
     sums = accelerator.reduce(sums, reduction="sum")
     result = {"loss": (sums[0] / sums[1]).item(), "samples": int(sums[1].item())}
+    if observations is not None:
+        result.update(gcm_chi_squared(model, observations, device))
+        chi2 = accelerator.reduce(chi2, reduction="sum")
+        result["wasp43b/chi2_test_predicted_mean"] = (chi2[0] / chi2[2]).item()
+        result["wasp43b/chi2_test_forward_model_mean"] = (chi2[1] / chi2[2]).item()
     result.update({f"task_loss/{t}": (sums[2 + j] / sums[1]).item() for j, t in enumerate(TASKS)})
+    result["cross_modal/spectrum_from_cube"] = (sums[-3] / sums[1]).item()
+    result["cross_modal/climate_from_spectrum"] = (sums[-2] / sums[1]).item()
+    # skill of the emulated spectra against the train-mean spectrum: 1 - MSE / MSE(train mean), in units of the
+    # train std per wavelength (unlike R2, independent of how much the few test planets differ from each other)
+    result["spectrum/skill_vs_train_mean"] = 1.0 - (sums[-3] / sums[-1]).item()
+    result["cross_modal_loss"] = result["cross_modal/spectrum_from_cube"] + result["cross_modal/climate_from_spectrum"]
     result.update({f"spectrum/{k}": v for k, v in emulation.compute(accelerator).items()})
     result.update({f"baseline_spectrum/{k}": v for k, v in baseline_spec.compute(accelerator).items()})
     for name, metric in rmse.items():
@@ -218,7 +336,56 @@ def evaluate(model, loader, accelerator, with_ssim=False, max_batches=0) -> dict
     return result
 
 
-def write_report(output_dir: Path, model, test: dict, state, schema, sample_loader, device, train_seconds, run_config) -> None:
+@torch.no_grad()
+def gcm_chi_squared(model, observations: dict, device) -> dict:
+    """Phase spectra predicted from the unperturbed GCM's cube: chi-squared against the observations (and
+    against the forward model's spectrum of the same cube), beside the forward model's own chi-squared."""
+    config = model.config
+    cube = observations["gcm_cube"].to(device)  # (V, 1, 1, Z, Y, X): one climate step
+    cube = cube.expand(config.num_variables, config.context_steps, *cube.shape[2:])[None]  # (1, V, Tc, Tg, Z, Y, X)
+    pred = model(cube=cube).spectrum[0, 0].double()  # (P, W)
+    obs, err = observations["spectrum"].to(device), observations["error"].to(device)
+    n = observations["n_points"]
+    return {
+        "wasp43b/chi2_gcm_predicted": chi_squared_rows(pred, obs, err).item(),
+        "wasp43b/chi2_gcm_forward_model": observations["gcm_chi_squared"],
+        "wasp43b/chi2_gcm_predicted_vs_forward_model": chi_squared_rows(pred, observations["gcm_spectrum"].to(device), err).item(),
+        "wasp43b/n_points": n,
+        "wasp43b/gcm_predicted_spectrum": pred.cpu().tolist(),
+    }
+
+
+def plot_phase_spectra(path: Path, observations: dict, test: dict, config) -> None:
+    """One panel per orbital phase: observed Fp/Fs with 1-sigma error bars, the unperturbed GCM's forward model and
+    this model's prediction from the GCM cube."""
+    import matplotlib.pyplot as plt
+
+    phases, wl = observations["phases"], observations["wavelengths"]
+    obs, err, gcm = observations["spectrum"], observations["error"], observations["gcm_spectrum"]
+    pred = torch.tensor(test["wasp43b/gcm_predicted_spectrum"])
+    cols = min(5, len(phases))
+    rows = math.ceil(len(phases) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False, sharex=True)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(phases):
+            ax.axis("off")
+            continue
+        ax.errorbar(wl, obs[k], yerr=err[k], fmt="o", ms=2.5, color="k", capsize=1.5, label="observed (HST/Spitzer)")
+        ax.plot(wl, gcm[k], "s", ms=3, mfc="none", color="tab:blue", label="GCM forward model")
+        ax.plot(wl, pred[k], "x", ms=4, color="tab:red", label="model, from the GCM cube")
+        ax.set_title(f"phase {phases[k]:.1f} deg", fontsize=9)
+        if k % cols == 0:
+            ax.set_ylabel(f"Fp/Fs [{observations['units']}]", fontsize=8)
+        if k >= (rows - 1) * cols:
+            ax.set_xlabel("wavelength [micron]", fontsize=8)
+    axes.flat[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(output_dir: Path, model, test: dict, state, schema, sample_loader, device, train_seconds, run_config,
+                 observations: dict | None = None) -> None:
     """metrics.json, plots (predicted vs true spectra with error bars, loss curve) and README.md (model card)."""
     import matplotlib
 
@@ -260,11 +427,34 @@ def write_report(output_dir: Path, model, test: dict, state, schema, sample_load
         ("spectra from the cube: spectral angle [deg]", test["spectrum/spectral_angle_deg"], test["baseline_spectrum/spectral_angle_deg"]),
         ("spectra from the cube: NRMSE", test["spectrum/nrmse"], test["baseline_spectrum/nrmse"]),
         ("spectra from the cube: R2", test["spectrum/r2"], test["baseline_spectrum/r2"]),
+        ("spectra from the cube: skill vs the train-mean spectrum (1 - MSE/MSE_baseline)", test["spectrum/skill_vs_train_mean"], 0.0),
         *((f"climate from the spectra: lat-weighted RMSE {v}", test[f"climate/rmse/{v}"], test[f"baseline_climate/rmse/{v}"]) for v in config.variable_names),
     ]
     if "climate/ssim" in test:
         rows.append(("climate from the spectra: SSIM (mean)", test["climate/ssim"], float("nan")))
     table = "\n".join(f"| {name} | {m:.4g} | {b:.4g} |" for name, m, b in rows)
+    wasp = ""
+    if observations is not None:
+        plot_phase_spectra(plots / "phase_spectra_vs_observed.png", observations, test, config)
+        n = test["wasp43b/n_points"]
+        wasp = f"""
+## WASP-43b: phase spectra against the HST/WFC3 + Spitzer observations (Stevenson et al. 2017)
+
+chi-squared = sum over {len(observations['phases'])} phases x {len(observations['wavelengths'])} wavelengths ({n} points) of
+((spectrum - observed) / error)^2.
+
+| spectra | chi-squared | reduced (/ {n}) |
+|---|---|---|
+| forward model of the unperturbed GCM (observations.json) | {test['wasp43b/chi2_gcm_forward_model']:.1f} | {test['wasp43b/chi2_gcm_forward_model'] / n:.2f} |
+| this model's prediction from the unperturbed GCM cube | {test['wasp43b/chi2_gcm_predicted']:.1f} | {test['wasp43b/chi2_gcm_predicted'] / n:.2f} |
+| test samples (perturbed GCMs): forward model, mean | {test['wasp43b/chi2_test_forward_model_mean']:.1f} | {test['wasp43b/chi2_test_forward_model_mean'] / n:.2f} |
+| test samples: this model's prediction from the cube, mean | {test['wasp43b/chi2_test_predicted_mean']:.1f} | {test['wasp43b/chi2_test_predicted_mean'] / n:.2f} |
+
+The prediction from the unperturbed GCM cube differs from that cube's forward-model spectrum by chi-squared
+{test['wasp43b/chi2_gcm_predicted_vs_forward_model']:.1f} (same errors): the emulation error in units of the observational errors.
+
+![phase spectra](plots/phase_spectra_vs_observed.png)
+"""
     card = f"""---
 library_name: transformers
 tags: [astrobiology, exoplanets, spectra, multi-task]
@@ -287,7 +477,7 @@ Data: `{schema.source}`; spectra: {schema.spectrum_model}
 Trained {state.global_step} optimizer steps in {train_seconds:.0f} s.
 
 ![spectra](plots/spectra_pred_vs_true.png)
-"""
+{wasp}"""
     (output_dir / "README.md").write_text(card)
 
 
@@ -308,26 +498,30 @@ def main(argv: list[str] | None = None) -> dict:
         step_scheduler_with_optimizer=False,
         log_with=report_to or None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        # a one-modality micro-batch leaves the other encoder without gradient: DDP must not wait for it
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     setup_logging(accelerator)
     set_seed(train_args.seed)
     started = time.perf_counter()
 
     # 2. Data schema (the embedded default is (re)synthesised with spectra on first use, by one process).
+    if model_args.selection_metric not in ("cross_modal_loss", "loss"):
+        raise ValueError(f"expected selection_metric 'cross_modal_loss' or 'loss', got {model_args.selection_metric!r}")
+    if data_args.dataset not in ("synthetic", "wasp43b"):
+        raise ValueError(f"expected dataset 'synthetic' or 'wasp43b', got {data_args.dataset!r}")
     with accelerator.main_process_first():
-        if data_args.data_dir == DEFAULT_DATA_DIR and accelerator.is_main_process:
-            path = Path(DEFAULT_DATA_DIR) / "schema.json"
-            if not path.is_file() or json.loads(path.read_text()).get("spectrum_wavelengths") is None:
-                logger.info("synthesising the embedded default with spectra (%d planets) into %s", data_args.n_planets, DEFAULT_DATA_DIR)
-                synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
+        if accelerator.is_main_process:
+            ensure_dataset(data_args)
         schema = DatasetSchema.from_dir(data_args.data_dir)
     if not schema.has_spectra:
         raise ValueError(f"expected a dataset with spectra in {data_args.data_dir}, got a schema without spectrum_wavelengths")
+    observations = load_wasp43b_reference(data_args.data_dir, schema) if data_args.dataset == "wasp43b" else None
 
     # 3. Config and model; sizes come from the schema.
     config = ClimateSpectraConfig.from_schema(
         schema, context_steps=data_args.context_steps, cube_channels=model_args.cube_channels,
-        hidden_size=model_args.hidden_size, num_fusion_layers=model_args.num_fusion_layers, norm_groups=model_args.norm_groups,
+        hidden_size=model_args.hidden_size, num_fusion_layers=model_args.num_fusion_layers, norm_groups=model_args.norm_groups, profile_pathway=model_args.profile_pathway,
         loss_mode=model_args.loss_mode, task_weights=json.loads(model_args.task_weights),
         adaptive_temperature=model_args.adaptive_temperature, adaptive_warmup_steps=model_args.adaptive_warmup_steps,
         consistency_weight=model_args.consistency_weight, smoothness_weight=model_args.smoothness_weight,
@@ -345,11 +539,12 @@ def main(argv: list[str] | None = None) -> dict:
     # 6. Datasets.
     with accelerator.main_process_first():
         train_loader = make_loader(data_args.data_dir, "train", schema, data_args, train_args, accelerator, shuffle=True)
-        val_loader = make_loader(data_args.data_dir, "validation", schema, data_args, train_args, accelerator, shuffle=False)
+        val_split = "validation" if "validation" in schema.splits else "val"  # synthesize_planets / the WASP-43b builder
+        val_loader = make_loader(data_args.data_dir, val_split, schema, data_args, train_args, accelerator, shuffle=False)
         test_loader = make_loader(data_args.data_dir, "test", schema, data_args, train_args, accelerator, shuffle=False)
 
     # 7. LR schedule from the real number of optimizer steps.
-    per_rank = [count_windows(schema, "train", data_args.context_steps, data_args.stride, rank=r, world_size=accelerator.num_processes)
+    per_rank = [count_windows(schema, "train", data_args.context_steps, data_args.stride, rank=r, world_size=accelerator.num_processes, forecast=False)
                 for r in range(accelerator.num_processes)]
     micro_per_epoch = micro_batches_per_epoch(per_rank, train_args.per_device_batch_size, train_args.gradient_accumulation_steps)
     steps_per_epoch = micro_per_epoch // train_args.gradient_accumulation_steps
@@ -429,10 +624,11 @@ def main(argv: list[str] | None = None) -> dict:
             if do_eval:
                 with ema_weights(ema, unwrapped):
                     val = evaluate(unwrapped, val_loader, accelerator)
-                is_best = state.record_validation(val["loss"])
-                accelerator.log({"val/loss": val["loss"], "val/spectrum_r2": val["spectrum/r2"],
+                is_best = state.record_validation(val[model_args.selection_metric])
+                accelerator.log({"val/loss": val["loss"], "val/cross_modal_loss": val["cross_modal_loss"], "val/spectrum_r2": val["spectrum/r2"],
                                  "val/spectral_angle_deg": val["spectrum/spectral_angle_deg"]}, step=state.global_step)
-                logger.info("step %d: val loss %.4f, spectrum R2 %.3f%s", state.global_step, val["loss"], val["spectrum/r2"], " (best)" if is_best else "")
+                logger.info("step %d: val loss %.4f, cross-modal %.4f, spectrum R2 %.3f%s", state.global_step, val["loss"],
+                            val["cross_modal_loss"], val["spectrum/r2"], " (best)" if is_best else "")
             stop = state.global_step >= total_steps or state.patience_exhausted(train_args.early_stopping_patience)
             if end_of_epoch:
                 state.epoch += 1
@@ -447,12 +643,13 @@ def main(argv: list[str] | None = None) -> dict:
     # 11. Final model = EMA weights of the best checkpoint; test on held-out planets.
     checkpoints.restore_best_weights(state)
     with ema_weights(ema, unwrapped):
-        test = evaluate(unwrapped, test_loader, accelerator, with_ssim=True)
+        test = evaluate(unwrapped, test_loader, accelerator, with_ssim=True, observations=observations)
         if accelerator.is_main_process:
             unwrapped.save_pretrained(output_dir, safe_serialization=True)
             write_report(output_dir, unwrapped, test, state, schema,
                          make_loader(data_args.data_dir, "test", schema, data_args, train_args, accelerator, shuffle=False),
-                         accelerator.device, time.perf_counter() - started, resolved_config(data_args, model_args, train_args))
+                         accelerator.device, time.perf_counter() - started, resolved_config(data_args, model_args, train_args),
+                         observations)
     logger.info("test: %s", {k: v for k, v in test.items() if isinstance(v, float)})
     accelerator.log({f"test/{k}": v for k, v in test.items() if isinstance(v, (int, float))}, step=state.global_step)
     accelerator.wait_for_everyone()

@@ -8,6 +8,13 @@ the calibration of the predicted uncertainty, beside a ridge regression on poole
 run on the same training windows. Writes to runs/cnn_vit: config.json, model.safetensors, README.md (card with
 parity plots), metrics.json, plots/, logs/ and checkpoints/.
 
+Defaults that matter on the 16 training planets of the embedded default (see the card for the numbers): log channels
+of T, p, rho and q beside the linear ones (gas constant and gravity become differences), no GroupNorm in the stem
+(it removed the spatial means that carry the planet parameters), the input's global levels projected into [CLS],
+a random longitude roll of each training batch, the best checkpoint chosen by validation NRMSE (the NLL rises
+early from over-confident variances), and the predicted variances rescaled at test time by their mean z^2 on the
+validation planets (both calibrations are reported).
+
 Order (DESIGN.md section 4): Accelerator; logging; data schema; config and model (+ --init_from); EMA; optimizer
 (separate learning rates for the CNN and the ViT parts, no decay on biases, norms and token embeddings); dataset;
 lr schedule (warmup + cosine per optimizer step); prepare; resume; loop; save_pretrained; card; end; push.
@@ -40,6 +47,7 @@ from astrobio_hf.data.synth import synthesize_planets
 from astrobio_hf.hub.init_from import init_weights_from
 from astrobio_hf.hub.training_push import HubPusher
 from astrobio_hf.models.cnn_vit import CnnVitConfig, CnnVitForParameterRegression
+from astrobio_hf.models.cnn_vit.modeling_cnn_vit import log_statistics
 from astrobio_hf.training import (
     CheckpointManager,
     NonFiniteGuard,
@@ -65,6 +73,7 @@ logger = logging.getLogger("astrobio_hf.recipes.train_cnn_vit")
 
 DEFAULT_DATA_DIR = "data/synthetic"
 NO_DECAY_NAMES = ("cls_token", "position_embeddings")
+BEST_METRICS = {"nrmse": "model/nrmse_mean", "loss": "loss"}
 RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
@@ -77,6 +86,7 @@ class DataArguments:
     context_steps: int = field(default=4, metadata={"help": "Tc: climate steps in each input window."})
     stride: int = field(default=1, metadata={"help": "Climate steps between consecutive training windows."})
     shuffle_buffer: int = field(default=256, metadata={"help": "Windows in the streaming shuffle buffer (0 = stream order)."})
+    lon_roll: bool = field(default=True, metadata={"help": "Augment training batches with a random circular shift in longitude (the origin of longitude is arbitrary)."})
 
 
 @dataclass
@@ -84,12 +94,15 @@ class ModelArguments:
     """Model sizes, loss terms and the per-part learning rates (written into CnnVitConfig / the optimizer)."""
 
     stem_channels: int = 32
+    stem_norm: str = field(default="none", metadata={"help": "Stem normalisation: none, or group (GroupNorm per sample over space, which removes the global levels that carry the planet parameters)."})
+    global_token: bool = field(default=True, metadata={"help": "Project the input's global levels (stem input averaged over lat/lon) into the [CLS] token."})
     stem_downsample: int = 1
     patch_size: int = 2
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
     dropout: float = 0.0
+    log_variables: str = field(default="T,p,rho,q", metadata={"help": "Comma-separated positive variables also fed as log channels ('' = none)."})
     predict_variance: bool = True
     physics_weights: str = field(
         default='{"cross_scale": 0.1, "ideal_gas": 0.05, "hydrostatic": 0.05}',
@@ -98,6 +111,12 @@ class ModelArguments:
     cnn_lr_multiplier: float = field(default=1.0, metadata={"help": "Learning rate of the CNN part (stem + CNN head) / learning_rate."})
     vit_lr_multiplier: float = field(default=0.5, metadata={"help": "Learning rate of the ViT part (tokens + encoder) / learning_rate."})
     gradient_checkpointing: bool = False
+    best_metric: str = field(
+        default="nrmse",
+        metadata={"help": "Validation metric that picks the best checkpoint (lower is better): nrmse (RMSE / training "
+                  "std, averaged over the parameters) or loss (Gaussian NLL + physics; it rises as soon as the predicted "
+                  "variances shrink on the few training planets, long before the means stop improving)."},
+    )
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -105,6 +124,13 @@ class ModelArguments:
 # ------------------------------------------------------------------------------------------------------
 def model_inputs(batch: dict, device: torch.device) -> dict:
     return {"inputs": batch["inputs"].to(device, non_blocking=True), "labels": batch["planet_params"].to(device, non_blocking=True)}
+
+
+def roll_longitude(inputs: dict) -> dict:
+    """Training augmentation: the cube shifted circularly in longitude by a random number of columns (the global
+    torch generator, whose state the checkpoints carry); the planet parameters do not depend on the origin."""
+    shift = int(torch.randint(inputs["inputs"].shape[-1], ()))
+    return {**inputs, "inputs": torch.roll(inputs["inputs"], shifts=shift, dims=-1)}
 
 
 def lr_multipliers(model_args: ModelArguments) -> dict[str, float]:
@@ -138,11 +164,19 @@ def make_loader(data_dir, split, schema, data_args, train_args, shuffle: bool, r
 # Ridge baseline on pooled cube features (fitted from sums reduced across processes: exact under DDP)
 # ------------------------------------------------------------------------------------------------------
 def pooled_features(inputs: torch.Tensor, config: CnnVitConfig) -> torch.Tensor:
-    """(B, V, Tc, Tg, Z, Y, X) physical cube -> (B, 2*V*Z + 1): per variable and level the mean and standard
-    deviation over time, latitude and longitude of the normalised cube, and a constant 1."""
+    """(B, V, Tc, Tg, Z, Y, X) physical cube -> (B, 2*(V+L)*Z + 1): per variable and level the mean and standard
+    deviation over time, latitude and longitude of the normalised cube and of the model's L log channels
+    (`config.log_variables`, the same input representation as the network), and a constant 1."""
     mean = torch.tensor(config.norm_mean, dtype=torch.float64, device=inputs.device)[None, :, None, None, :, None, None]
     std = torch.tensor(config.norm_std, dtype=torch.float64, device=inputs.device)[None, :, None, None, :, None, None]
-    x = ((inputs.double() - mean) / std).transpose(2, 4).flatten(3)  # (B, V, Z, Tg*Tc*Y*X)
+    x = (inputs.double() - mean) / std  # (B, V, Tc, Tg, Z, Y, X)
+    if config.log_variables:
+        stats = log_statistics(config)
+        log_mean = stats["log_mean"].double().to(inputs.device)[None, :, None, None, :, None, None]
+        log_std = stats["log_std"].double().to(inputs.device)[None, :, None, None, :, None, None]
+        logs = (inputs[:, stats["log_index"].to(inputs.device)].double().clamp_min(1e-30).log() - log_mean) / log_std
+        x = torch.cat([x, logs], dim=1)
+    x = x.transpose(2, 4).flatten(3)  # (B, V+L, Z, Tg*Tc*Y*X)
     ones = torch.ones(inputs.shape[0], 1, dtype=torch.float64, device=inputs.device)
     return torch.cat([x.mean(-1).flatten(1), x.std(-1).flatten(1), ones], dim=1)
 
@@ -192,13 +226,16 @@ def ridge_predict(ridge: dict, inputs: torch.Tensor, config: CnnVitConfig) -> to
 # Evaluation: R2 / RMSE per parameter, calibration, the ridge baseline (all reduced across processes)
 # ------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model, loader, accelerator, ridge=None, max_batches=0) -> dict:
+def evaluate(model, loader, accelerator, ridge=None, max_batches=0, variance_scale: float = 1.0) -> dict:
+    """Metrics over `loader` (reduced across processes). `variance_scale` multiplies the predicted variances for the
+    `calibration_rescaled/*` coverages (a scale fitted on validation: the mean z^2 there)."""
     model.eval()
     config = model.config
     P = config.num_planet_params
     dev = accelerator.device
-    # rows: n, sum y, sum y^2, SSE model, SSE ridge, |z| < 1, |z| < 2, sum z^2 (per parameter); scalars: loss, nll
-    stats = torch.zeros(8, P, dtype=torch.float64, device=dev)
+    # rows: n, sum y, sum y^2, SSE model, SSE ridge, |z| < 1, |z| < 2, sum z^2, then |z| < 1, |z| < 2 with the
+    # rescaled variance (per parameter); scalars: loss, nll, n
+    stats = torch.zeros(10, P, dtype=torch.float64, device=dev)
     scalars = torch.zeros(3, dtype=torch.float64, device=dev)
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
@@ -216,6 +253,7 @@ def evaluate(model, loader, accelerator, ridge=None, max_batches=0) -> dict:
         stats += torch.stack([
             torch.full((P,), float(n), dtype=torch.float64, device=dev), y.sum(0), (y**2).sum(0), ((mu - y) ** 2).sum(0),
             ridge_sse, (z.abs() < 1).double().sum(0), (z.abs() < 2).double().sum(0), (z**2).sum(0),
+            (z.abs() < variance_scale**0.5).double().sum(0), (z.abs() < 2 * variance_scale**0.5).double().sum(0),
         ])
         scalars += torch.stack([out.loss.double() * n, out.nll.double() * n, torch.tensor(float(n), dtype=torch.float64, device=dev)])
     stats = accelerator.reduce(stats, reduction="sum")
@@ -243,6 +281,14 @@ def evaluate(model, loader, accelerator, ridge=None, max_batches=0) -> dict:
     result["calibration/coverage_2sigma"] = (stats[6].sum() / n.sum()).item()
     result["calibration/mean_z2"] = (stats[7].sum() / n.sum()).item()
     result["calibration/error"] = 0.5 * (abs(result["calibration/coverage_1sigma"] - 0.6827) + abs(result["calibration/coverage_2sigma"] - 0.9545))
+    if variance_scale != 1.0:
+        result["calibration_rescaled/variance_scale"] = float(variance_scale)
+        result["calibration_rescaled/coverage_1sigma"] = (stats[8].sum() / n.sum()).item()
+        result["calibration_rescaled/coverage_2sigma"] = (stats[9].sum() / n.sum()).item()
+        result["calibration_rescaled/mean_z2"] = result["calibration/mean_z2"] / variance_scale
+        result["calibration_rescaled/error"] = 0.5 * (
+            abs(result["calibration_rescaled/coverage_1sigma"] - 0.6827) + abs(result["calibration_rescaled/coverage_2sigma"] - 0.9545)
+        )
     model.train()
     return result
 
@@ -256,6 +302,8 @@ def main(argv: list[str] | None = None) -> dict:
         defaults={"output_dir": "runs/cnn_vit"},
     )
     output_dir = Path(train_args.output_dir)
+    if model_args.best_metric not in BEST_METRICS:
+        raise ValueError(f"--best_metric must be one of {sorted(BEST_METRICS)}, got {model_args.best_metric!r}")
     report_to = [n for n in train_args.report_to.split(",") if n and n != "none"]
 
     # 1. Accelerator and logging.
@@ -283,12 +331,15 @@ def main(argv: list[str] | None = None) -> dict:
         schema,
         context_steps=data_args.context_steps,
         stem_channels=model_args.stem_channels,
+        stem_norm=model_args.stem_norm,
+        global_token=model_args.global_token,
         stem_downsample=model_args.stem_downsample,
         patch_size=model_args.patch_size,
         hidden_size=model_args.hidden_size,
         num_layers=model_args.num_layers,
         num_heads=model_args.num_heads,
         dropout=model_args.dropout,
+        log_variables=[n.strip() for n in model_args.log_variables.split(",") if n.strip()],
         predict_variance=model_args.predict_variance,
         physics_weights=json.loads(model_args.physics_weights),
     )
@@ -368,8 +419,11 @@ def main(argv: list[str] | None = None) -> dict:
         while state.batches_in_epoch < micro_per_epoch:
             batch = next(batches)
             state.batches_in_epoch += 1
+            inputs = model_inputs(batch, accelerator.device)
+            if data_args.lon_roll:
+                inputs = roll_longitude(inputs)
             with accelerator.accumulate(model):
-                out = model(**model_inputs(batch, accelerator.device))
+                out = model(**inputs)
                 loss = out.loss
                 accelerator.backward(loss)
                 grad_norm, step_ok = guarded_optimizer_step(
@@ -414,9 +468,13 @@ def main(argv: list[str] | None = None) -> dict:
                 timer.pause()
                 with ema_weights(ema, unwrapped):
                     val = evaluate(unwrapped, val_loader, accelerator)
-                is_best = state.record_validation(val["loss"])
+                is_best = state.record_validation(val[BEST_METRICS[model_args.best_metric]])
+                state.history[-1].update({"val/loss": val["loss"], "val/nrmse_mean": val["model/nrmse_mean"]})
                 accelerator.log({"val/loss": val["loss"], "val/r2_mean": val["model/r2_mean"], "val/calibration_error": val["calibration/error"]}, step=state.global_step)
-                logger.info("step %d: val loss %.4f, mean R2 %.3f%s", state.global_step, val["loss"], val["model/r2_mean"], " (best)" if is_best else "")
+                logger.info(
+                    "step %d: val loss %.4f, nrmse %.3f, mean R2 %.3f%s", state.global_step, val["loss"], val["model/nrmse_mean"],
+                    val["model/r2_mean"], " (best)" if is_best else "",
+                )
             stop = state.global_step >= total_steps or state.patience_exhausted(train_args.early_stopping_patience)
             if end_of_epoch:
                 state.epoch += 1
@@ -434,7 +492,9 @@ def main(argv: list[str] | None = None) -> dict:
     # 11. Final model = EMA weights of the best checkpoint; test on held-out planets beside the ridge baseline.
     checkpoints.restore_best_weights(state)
     with ema_weights(ema, unwrapped):
-        test = evaluate(unwrapped, test_loader, accelerator, ridge=ridge)
+        # the predicted variances, fitted on the training planets, are rescaled by their mean z^2 on validation
+        scale = evaluate(unwrapped, val_loader, accelerator)["calibration/mean_z2"] if config.predict_variance else 1.0
+        test = evaluate(unwrapped, test_loader, accelerator, ridge=ridge, variance_scale=scale)
         if accelerator.is_main_process:
             unwrapped.save_pretrained(output_dir, safe_serialization=True)
             from astrobio_hf.recipes.cnn_vit_report import write_report

@@ -67,6 +67,10 @@ class ClimateSpectraConfig(PreTrainedConfig):
         hidden_size (`int`, defaults to 64): width of the modality embeddings and the fused latent.
         num_fusion_layers (`int`, defaults to 2): residual MLP blocks on the fused latent.
         norm_groups (`int`, defaults to 4): GroupNorm groups; must divide `cube_channels`.
+        profile_pathway (`bool`, defaults to `True`): add a linear map of the cos(latitude)-weighted global-mean
+            profile of every normalised cube channel straight to the spectrum head's output (when the cube is
+            given): disc-integrated emission depends to first order on these mean profiles, and a linear map of
+            them generalises from few planets where the convolutional encoder alone does not.
         loss_mode (`str`, defaults to `"uncertainty"`): how the task losses are combined: `"fixed"` (the
             `task_weights`), `"uncertainty"` (Kendall et al. 2018: learned log-variances s_i,
             `sum_i exp(-s_i) L_i + s_i`, s_i initialised at `-log(task_weights[i])`), or `"adaptive"`
@@ -109,6 +113,7 @@ class ClimateSpectraConfig(PreTrainedConfig):
     hidden_size: int = 64
     num_fusion_layers: int = 2
     norm_groups: int = 4
+    profile_pathway: bool = True
     # 4. Losses
     loss_mode: str = "uncertainty"
     task_weights: dict[str, float] = field(default_factory=_default_task_weights)
@@ -203,6 +208,8 @@ class ClimateSpectraConfig(PreTrainedConfig):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
             setattr(self, name, int(value))
+        if not isinstance(self.profile_pathway, bool):
+            raise TypeError(f"profile_pathway must be a bool, got {self.profile_pathway!r}")
         if self.cube_channels % self.norm_groups != 0:
             raise ValueError(f"cube_channels={self.cube_channels} must be divisible by norm_groups={self.norm_groups}")
         if self.num_lat % 4 or self.num_lon % 4:

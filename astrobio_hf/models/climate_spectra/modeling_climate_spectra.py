@@ -44,11 +44,14 @@ class ClimateSpectraModelOutput(ModelOutput):
     Args:
         last_hidden_state (`torch.FloatTensor` of shape `(B, Tc, D)`): fused latent per climate step.
         cube_embedding (`torch.FloatTensor` of shape `(B, Tc, D)`, *optional*): embedding of the cube, if given.
+        cube_profile (`torch.FloatTensor` of shape `(B, Tc, V*Tg*Z)`, *optional*): cos(latitude)-weighted global
+            mean of every normalised cube channel (variable, geological step, level), if the cube is given.
         spectrum_embedding (`torch.FloatTensor` of shape `(B, Tc, D)`, *optional*): embedding of the spectra.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     cube_embedding: torch.FloatTensor | None = None
+    cube_profile: torch.FloatTensor | None = None
     spectrum_embedding: torch.FloatTensor | None = None
 
 
@@ -277,7 +280,14 @@ def _statistics(config: ClimateSpectraConfig) -> dict[str, torch.Tensor]:
         "norm_std": statistics_table(config.norm_std, (V, Z), 1.0),
         "spectrum_mean": statistics_table(config.spectrum_mean, (W,), 0.0),
         "spectrum_std": statistics_table(config.spectrum_std, (W,), 1.0),
+        "lat_weights": _lat_weights(config.lat_values),
     }
+
+
+def _lat_weights(lat_values) -> torch.Tensor:
+    """(Y,) cos(latitude) weights summing to 1 (area weights of the global mean)."""
+    w = torch.cos(torch.deg2rad(torch.tensor(lat_values, dtype=torch.float64))).clamp_min(0)
+    return (w / w.sum()).float()
 
 
 class ClimateSpectraPreTrainedModel(ClearLoadingErrorsMixin, PreTrainedModel):
@@ -367,10 +377,12 @@ class ClimateSpectraModel(ClimateSpectraPreTrainedModel):
         embeddings = []
 
         # 1. Cube encoder: every climate step on its own, (geological step, variable, level) as channels
-        cube_embedding = None
+        cube_embedding = cube_profile = None
         if cube is not None:
             frames = rearrange(self.normalize_cube(cube), "b v tc tg z y x -> (b tc) (v tg z) y x")
             cube_embedding = rearrange(self.cube_encoder(frames), "(b tc) d -> b tc d", b=B, tc=Tc)  # (B, Tc, D)
+            profile = torch.einsum("ncyx,y->nc", frames, self.lat_weights) / frames.shape[-1]  # area-weighted means
+            cube_profile = rearrange(profile, "(b tc) c -> b tc c", b=B, tc=Tc)  # (B, Tc, V*Tg*Z)
             embeddings.append(cube_embedding)
 
         # 2. Spectrum encoder: phases x wavelengths of each climate step
@@ -385,7 +397,8 @@ class ClimateSpectraModel(ClimateSpectraPreTrainedModel):
         for block in self.fusion:
             hidden = block(hidden)
         return ClimateSpectraModelOutput(
-            last_hidden_state=hidden, cube_embedding=cube_embedding, spectrum_embedding=spectrum_embedding
+            last_hidden_state=hidden, cube_embedding=cube_embedding, spectrum_embedding=spectrum_embedding,
+            cube_profile=cube_profile,
         )
 
 
@@ -399,6 +412,10 @@ class ClimateSpectraForMultiTask(ClimateSpectraPreTrainedModel):
         super().__init__(config)
         self.encoder = ClimateSpectraModel(config)
         self.climate_head = ClimateSpectraClimateHead(config)
+        # linear skip from the area-weighted mean profiles to the spectra (with the cube): disc-integrated emission
+        # depends to first order on the mean temperature and absorber profiles
+        in_channels = config.num_variables * config.geological_steps * config.num_levels
+        self.profile_head = nn.Linear(in_channels, config.num_phases * config.num_wavelengths) if config.profile_pathway else None
         self.spectrum_head = nn.Sequential(
             nn.LayerNorm(config.hidden_size), nn.Linear(config.hidden_size, config.num_phases * config.num_wavelengths)
         )
@@ -441,7 +458,10 @@ class ClimateSpectraForMultiTask(ClimateSpectraPreTrainedModel):
         cube_normalized = rearrange(
             self.climate_head(flat), "(b tc) (v tg z) y x -> b v tc tg z y x", b=B, tc=Tc, v=V, tg=Tg, z=Z
         )  # (B, V, Tc, Tg, Z, Y, X)
-        spectrum_normalized = rearrange(self.spectrum_head(flat), "(b tc) (p w) -> b tc p w", b=B, tc=Tc, p=P)  # (B, Tc, P, W)
+        spectrum_flat = self.spectrum_head(flat)  # (B*Tc, P*W)
+        if self.profile_head is not None and encoded.cube_profile is not None:
+            spectrum_flat = spectrum_flat + self.profile_head(rearrange(encoded.cube_profile, "b tc c -> (b tc) c"))
+        spectrum_normalized = rearrange(spectrum_flat, "(b tc) (p w) -> b tc p w", b=B, tc=Tc, p=P)  # (B, Tc, P, W)
 
         # 3. Physical units
         enc = self.encoder

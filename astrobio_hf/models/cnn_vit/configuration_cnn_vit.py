@@ -49,10 +49,20 @@ class CnnVitConfig(PreTrainedConfig):
         planet_param_units (`list[str]`, *optional*): unit of each planet parameter (informative; cards and plots).
         norm_mean, norm_std (`list[list[float]]`, *optional*): per variable per level mean/std (V x Z) of the inputs.
         planet_param_mean, planet_param_std (`list[float]`, *optional*): statistics that normalise the targets.
+        log_variables (`list[str]`, defaults to `[]`): strictly positive variables (e.g. T, p, rho, q) whose logarithm
+            is fed to the stem as extra channels beside the linear ones, normalised per level with the log-normal
+            moments of `norm_mean`/`norm_std`. Ratios such as `p / (rho T)` (gas constant, hence the mean molecular
+            weight) and `d ln p / dz` (gravity) become linear in these channels.
         context_steps (`int`, defaults to 4): Tc, climate steps in the input window.
         geological_steps (`int`, defaults to 1): Tg, geological epochs in the cube.
         stem_channels (`int`, defaults to 32): channels of the convolutional stem (2-D convolutions over
             (Y, X), circular in longitude; variables, time steps and levels are input channels).
+        stem_norm (`str`, defaults to `"group"`): normalisation after each stem convolution: `"group"` (GroupNorm,
+            per sample over space: it removes the spatial mean and scale of each group, which is where the global
+            planet parameters live), `"none"` (the absolute levels reach the heads).
+        global_token (`bool`, defaults to `False`): add to the [CLS] token a linear projection of the stem input
+            averaged over (Y, X) (per variable, time step and level: the global levels that carry most planet
+            parameters), so the ViT head sees them directly and not only through patches.
         stem_downsample (`int`, defaults to 1): stride-2 stem stages before patching (each halves Y and X).
         patch_size (`int`, defaults to 2): side of the square patches cut from the stem features; the grid after
             the stem must be divisible by it.
@@ -89,8 +99,11 @@ class CnnVitConfig(PreTrainedConfig):
     planet_param_std: list[float] | None = None
     context_steps: int = 4
     geological_steps: int = 1
+    log_variables: list[str] = field(default_factory=list)
     # 2. Network
     stem_channels: int = 32
+    stem_norm: str = "group"
+    global_token: bool = False
     stem_downsample: int = 1
     patch_size: int = 2
     hidden_size: int = 64
@@ -128,6 +141,11 @@ class CnnVitConfig(PreTrainedConfig):
         return len(self.variable_names)
 
     @property
+    def num_input_variables(self) -> int:
+        """Variables fed to the stem: the linear ones plus the log channels."""
+        return len(self.variable_names) + len(self.log_variables)
+
+    @property
     def num_levels(self) -> int:
         return len(self.level_values)
 
@@ -161,6 +179,12 @@ class CnnVitConfig(PreTrainedConfig):
         self.variable_units, self.level_values, self.lat_values, self.lon_values = check_grid(
             self.variable_names, self.variable_units, self.level_values, self.level_unit, self.lat_values, self.lon_values
         )
+        self.log_variables = str_list("log_variables", self.log_variables or [])
+        unknown = [v for v in self.log_variables if v not in self.variable_names]
+        if unknown or len(set(self.log_variables)) != len(self.log_variables):
+            raise ValueError(
+                f"log_variables must name distinct variables of variable_names={self.variable_names}, got {self.log_variables}"
+            )
         self.planet_param_names = str_list("planet_param_names", self.planet_param_names)
         if not self.planet_param_names:
             raise ValueError("planet_param_names must name at least one regression target, got []")
@@ -172,6 +196,10 @@ class CnnVitConfig(PreTrainedConfig):
                     f"(planet_param_names={self.planet_param_names}), got {len(self.planet_param_units)}"
                 )
         self.norm_mean, self.norm_std = check_norm_table(self.norm_mean, self.norm_std, self.variable_names, self.num_levels)
+        if self.norm_mean is not None:
+            for name in self.log_variables:
+                if min(self.norm_mean[self.variable_names.index(name)]) <= 0:
+                    raise ValueError(f"log_variables: {name!r} has a non-positive mean in norm_mean; only positive variables can be logged")
         self.planet_param_mean, self.planet_param_std = check_planet_stats(
             self.planet_param_mean, self.planet_param_std, self.planet_param_names
         )
@@ -192,6 +220,8 @@ class CnnVitConfig(PreTrainedConfig):
                     f"{axis}={size} must be divisible by 2**stem_downsample * patch_size = {factor} "
                     f"(stem_downsample={self.stem_downsample}, patch_size={self.patch_size})"
                 )
+        if self.stem_norm not in ("group", "none"):
+            raise ValueError(f"stem_norm must be 'group' or 'none', got {self.stem_norm!r}")
         self.mlp_ratio = finite_float("mlp_ratio", self.mlp_ratio)
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {self.mlp_ratio}")
@@ -201,10 +231,12 @@ class CnnVitConfig(PreTrainedConfig):
         self.initializer_range = finite_float("initializer_range", self.initializer_range)
         if self.initializer_range <= 0:
             raise ValueError(f"initializer_range must be positive, got {self.initializer_range}")
+        if not isinstance(self.global_token, bool):
+            raise ValueError(f"global_token must be a bool, got {self.global_token!r}")  # noqa: TRY004 - config errors are ValueErrors
         if not isinstance(self.predict_variance, bool):
-            raise ValueError(f"predict_variance must be a bool, got {self.predict_variance!r}")
+            raise ValueError(f"predict_variance must be a bool, got {self.predict_variance!r}")  # noqa: TRY004 - config errors are ValueErrors
         if not isinstance(self.physics_weights, dict):
-            raise ValueError(f"physics_weights must be a dict name -> weight, got {self.physics_weights!r}")
+            raise ValueError(f"physics_weights must be a dict name -> weight, got {self.physics_weights!r}")  # noqa: TRY004 - config errors are ValueErrors
         weights = {}
         for key, value in self.physics_weights.items():
             if key not in PHYSICS_TERMS:

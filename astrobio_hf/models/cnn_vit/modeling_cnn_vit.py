@@ -92,7 +92,9 @@ def _expected_cube(config: CnnVitConfig) -> str:
 
 def _check_inputs(inputs, config: CnnVitConfig) -> None:
     if not isinstance(inputs, torch.Tensor):
-        raise ValueError(f"inputs: expected a torch.Tensor {_expected_cube(config)}, got {type(inputs).__name__}")
+        raise ValueError(  # noqa: TRY004 - bad model input is a ValueError across the families
+            f"inputs: expected a torch.Tensor {_expected_cube(config)}, got {type(inputs).__name__}"
+        )
     if inputs.ndim != 7 or tuple(inputs.shape[1:]) != config.cube_shape:
         raise ValueError(f"inputs: expected {_expected_cube(config)}, got {tuple(inputs.shape)}")
     if not inputs.is_floating_point():
@@ -111,6 +113,23 @@ def _gaussian_nll(target: torch.Tensor, mean: torch.Tensor, log_variance: torch.
     if log_variance is None:
         return 0.5 * (target - mean).pow(2).mean()
     return 0.5 * ((target - mean).pow(2) * torch.exp(-log_variance) + log_variance).mean()
+
+
+def log_statistics(config: CnnVitConfig) -> dict[str, torch.Tensor]:
+    """Index (L,) of the `log_variables` and the per level mean/std (L, Z) of their logarithm: the moments of a
+    log-normal variable with the configured `norm_mean`/`norm_std` (0 and 1 where the config holds no table)."""
+    index = torch.tensor([config.variable_names.index(n) for n in config.log_variables], dtype=torch.long)
+    L, Z = len(config.log_variables), config.num_levels
+    if config.norm_mean is None or L == 0:
+        return {"log_index": index, "log_mean": torch.zeros(L, Z), "log_std": torch.ones(L, Z)}
+    mean = torch.tensor(config.norm_mean, dtype=torch.float64)[index]
+    std = torch.tensor(config.norm_std, dtype=torch.float64)[index]
+    log_var = torch.log1p((std / mean) ** 2)
+    return {
+        "log_index": index,
+        "log_mean": (mean.log() - 0.5 * log_var).float(),
+        "log_std": log_var.sqrt().clamp_min(1e-6).float(),
+    }
 
 
 def cube_gas_constant(cube: torch.Tensor, config: CnnVitConfig) -> torch.Tensor:
@@ -152,15 +171,19 @@ class CnnVitStem(nn.Module):
 
     def __init__(self, config: CnnVitConfig):
         super().__init__()
-        V, Tc, Tg, Z = config.num_variables, config.context_steps, config.geological_steps, config.num_levels
+        V, Tc, Tg, Z = config.num_input_variables, config.context_steps, config.geological_steps, config.num_levels
         C = config.stem_channels
         groups = math.gcd(8, C)
+
+        def norm() -> nn.Module:
+            return nn.GroupNorm(groups, C) if config.stem_norm == "group" else nn.Identity()
+
         self.conv_in = CnnVitConv(V * Tc * Tg * Z, C)
-        self.norm_in = nn.GroupNorm(groups, C)
+        self.norm_in = norm()
         self.conv_mid = CnnVitConv(C, C)
-        self.norm_mid = nn.GroupNorm(groups, C)
+        self.norm_mid = norm()
         self.downsamplers = nn.ModuleList([CnnVitConv(C, C, stride=2) for _ in range(config.stem_downsample)])
-        self.down_norms = nn.ModuleList([nn.GroupNorm(groups, C) for _ in range(config.stem_downsample)])
+        self.down_norms = nn.ModuleList([norm() for _ in range(config.stem_downsample)])
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = F.gelu(self.norm_in(self.conv_in(hidden_states)))
@@ -181,10 +204,16 @@ class CnnVitEmbeddings(nn.Module):
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.position_embeddings = nn.Parameter(torch.zeros(1, 1 + rows * cols, config.hidden_size))
+        self.global_projection = None
+        if config.global_token:
+            channels = config.num_input_variables * config.context_steps * config.geological_steps * config.num_levels
+            self.global_projection = nn.Linear(channels, config.hidden_size)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
         tokens = rearrange(self.patch_embeddings(features), "b d h w -> b (h w) d")  # (B, N, D)
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)  # (B, 1, D)
+        if self.global_projection is not None:  # global levels of the input straight into [CLS]
+            cls = cls + self.global_projection(global_features)[:, None]
         return torch.cat([cls, tokens], dim=1) + self.position_embeddings  # (B, 1 + N, D)
 
 
@@ -239,6 +268,7 @@ class CnnVitPreTrainedModel(ClearLoadingErrorsMixin, PreTrainedModel):
         elif isinstance(module, CnnVitModel):
             with torch.device("cpu"):
                 stats = normalisation_tensors(self.config)
+                stats.update(log_statistics(self.config))
             for name, value in stats.items():
                 init.copy_(getattr(module, name), value)
 
@@ -253,6 +283,8 @@ class CnnVitModel(CnnVitPreTrainedModel):
         super().__init__(config)
         config._validate()
         for name, value in normalisation_tensors(config).items():  # config values, not saved with the weights
+            self.register_buffer(name, value, persistent=False)
+        for name, value in log_statistics(config).items():  # log channels (config values, not saved)
             self.register_buffer(name, value, persistent=False)
         self.stem = CnnVitStem(config)
         self.embeddings = CnnVitEmbeddings(config)
@@ -270,14 +302,20 @@ class CnnVitModel(CnnVitPreTrainedModel):
         # 1. Normalise per variable per level
         mean = rearrange(self.norm_mean, "v z -> 1 v 1 1 z 1 1")
         std = rearrange(self.norm_std, "v z -> 1 v 1 1 z 1 1")
-        normalized = ((inputs - mean) / std).to(self.stem.conv_in.conv.weight.dtype)  # (B, V, Tc, Tg, Z, Y, X)
+        dtype = self.stem.conv_in.conv.weight.dtype
+        normalized = ((inputs - mean) / std).to(dtype)  # (B, V, Tc, Tg, Z, Y, X)
+        if self.config.log_variables:  # log channels of the positive variables: ratios become differences
+            log_mean = rearrange(self.log_mean, "l z -> 1 l 1 1 z 1 1")
+            log_std = rearrange(self.log_std, "l z -> 1 l 1 1 z 1 1")
+            logs = (inputs[:, self.log_index].float().clamp_min(1e-30).log() - log_mean) / log_std
+            normalized = torch.cat([normalized, logs.to(dtype)], dim=1)  # (B, V + L, Tc, Tg, Z, Y, X)
 
         # 2. Variables, time steps and levels become channels of a 2-D stem over (lat, lon)
-        hidden = rearrange(normalized, "b v tc tg z y x -> b (v tc tg z) y x")  # (B, V*Tc*Tg*Z, Y, X)
+        hidden = rearrange(normalized, "b v tc tg z y x -> b (v tc tg z) y x")  # (B, (V+L)*Tc*Tg*Z, Y, X)
         features = self.stem(hidden)  # (B, C, Y', X')
 
         # 3. Patch tokens + [CLS] + positions, ViT encoder
-        tokens = self.embeddings(features)  # (B, 1 + N, D)
+        tokens = self.embeddings(features, hidden.mean(dim=(-2, -1)) if self.config.global_token else None)  # (B, 1 + N, D)
         for layer in self.layers:
             tokens = layer(tokens)
         tokens = self.final_norm(tokens)  # (B, 1 + N, D)
@@ -372,4 +410,5 @@ __all__ = [
     "CnnVitRegressionOutput",
     "cube_gas_constant",
     "cube_gravity",
+    "log_statistics",
 ]
