@@ -385,7 +385,7 @@ def plot_phase_spectra(path: Path, observations: dict, test: dict, config) -> No
 
 
 def write_report(output_dir: Path, model, test: dict, state, schema, sample_loader, device, train_seconds, run_config,
-                 observations: dict | None = None) -> None:
+                 observations: dict | None = None, throughput: dict | None = None) -> None:
     """metrics.json, plots (predicted vs true spectra with error bars, loss curve) and README.md (model card)."""
     import matplotlib
 
@@ -395,7 +395,8 @@ def write_report(output_dir: Path, model, test: dict, state, schema, sample_load
     plots = output_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(
-        {"test": test, "global_step": state.global_step, "train_seconds": train_seconds, "history": state.history, "config": run_config},
+        {"test": test, "global_step": state.global_step, "train_seconds": train_seconds, "train_throughput": throughput,
+         "history": state.history, "config": run_config},
         indent=2, default=float,
     ))
     config = model.config
@@ -622,6 +623,7 @@ def main(argv: list[str] | None = None) -> dict:
             do_eval = (train_args.eval_every and state.global_step % train_args.eval_every == 0) or end_of_epoch or state.global_step == total_steps
             is_best = False
             if do_eval:
+                timer.pause()  # evaluation and checkpoints are not training throughput
                 with ema_weights(ema, unwrapped):
                     val = evaluate(unwrapped, val_loader, accelerator)
                 is_best = state.record_validation(val[model_args.selection_metric])
@@ -634,6 +636,7 @@ def main(argv: list[str] | None = None) -> dict:
                 state.epoch += 1
                 state.batches_in_epoch = 0
             if state.global_step % train_args.checkpoint_every == 0 or is_best or stop or end_of_epoch:
+                timer.pause()
                 saved = checkpoints.save(state.global_step, metric=state.best_metric if is_best else None, is_best=is_best)
                 pusher.on_checkpoint(state.global_step, saved)
             if stop or end_of_epoch:
@@ -649,7 +652,7 @@ def main(argv: list[str] | None = None) -> dict:
             write_report(output_dir, unwrapped, test, state, schema,
                          make_loader(data_args.data_dir, "test", schema, data_args, train_args, accelerator, shuffle=False),
                          accelerator.device, time.perf_counter() - started, resolved_config(data_args, model_args, train_args),
-                         observations)
+                         observations, throughput=timer.summary())
     logger.info("test: %s", {k: v for k, v in test.items() if isinstance(v, float)})
     accelerator.log({f"test/{k}": v for k, v in test.items() if isinstance(v, (int, float))}, step=state.global_step)
     accelerator.wait_for_everyone()
