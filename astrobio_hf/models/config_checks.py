@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import fields
+from typing import Any
 
 from transformers.configuration_utils import PreTrainedConfig
 
@@ -174,3 +175,33 @@ def check_grid(variable_names, variable_units, level_values, level_unit, lat_val
             f"360/{len(lon_values)} = {spacing} degrees, got steps {sorted(set(lon_steps))}"
         )
     return variable_units, level_values, lat_values, lon_values
+
+
+def merge_schema_fields(from_schema: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of a `from_schema` config: the schema's fields plus the caller's overrides. A
+    schema field among the overrides is an error (the dataset is the one source of those values)."""
+    clash = sorted(set(from_schema) & set(overrides))
+    if clash:
+        raise ValueError(f"{clash} come from the dataset schema; do not pass them to from_schema as well")
+    return {**from_schema, **overrides}
+
+
+class GridSizesMixin:
+    """Sizes of a config that carries a datacube grid, derived from its name and coordinate lists (never
+    stored: those lists are the one source of truth)."""
+
+    @property
+    def num_variables(self) -> int:
+        return len(self.variable_names)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.level_values)
+
+    @property
+    def num_lat(self) -> int:
+        return len(self.lat_values)
+
+    @property
+    def num_lon(self) -> int:
+        return len(self.lon_values)

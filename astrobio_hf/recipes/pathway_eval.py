@@ -17,10 +17,10 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -284,8 +284,6 @@ def evaluate_legacy_on_windows(legacy_model, windows: list[Data], device="cpu") 
 
 def find_legacy_weights():
     """The legacy `.pth` in `../shared/reference` beside the repository (not shipped with the project), or None."""
-    from pathlib import Path
-
     for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
         path = root.parent / "shared" / "reference" / "trained_pathway_vae.pth"
         if path.is_file():
@@ -300,7 +298,3 @@ def load_legacy_model(path):
     )
 
     return legacy_pathway_vae_from_state_dict(load_legacy_state_dict(path))
-
-
-def finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

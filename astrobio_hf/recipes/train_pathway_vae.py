@@ -129,8 +129,10 @@ def main(argv: list[str] | None = None) -> dict:
         train_graphs = load_graphs(data_args.data_dir, "train")
         heldout_graphs = load_graphs(data_args.data_dir, "heldout_organism")
 
-    # 3. Config and model; feature names and normalisation come from the schema.
-    micro_per_epoch = math.ceil(math.ceil(len(train_graphs) / accelerator.num_processes) / train_args.per_device_batch_size)
+    # 3. Config and model; feature names and normalisation come from the schema. The loader (step 6) is sharded by
+    # `accelerator.prepare` into ceil(batches / processes) batches per process (even_batches), which sets the
+    # schedule's length and the KL warm-up.
+    micro_per_epoch = math.ceil(math.ceil(len(train_graphs) / train_args.per_device_batch_size) / accelerator.num_processes)
     steps_per_epoch = max(1, micro_per_epoch // train_args.gradient_accumulation_steps)
     total_steps = train_args.max_steps or steps_per_epoch * train_args.num_epochs
     warmup = model_args.kl_warmup_steps if model_args.kl_warmup_steps >= 0 else int(0.3 * total_steps)
@@ -176,6 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 8. prepare.
     model, optimizer, train_loader, lr_scheduler = accelerator.prepare(model, optimizer, train_loader, lr_scheduler)
+    if len(train_loader) != micro_per_epoch:  # the schedule above was sized for this many batches per process
+        raise RuntimeError(f"expected {micro_per_epoch} batches per process, got {len(train_loader)} from accelerate")
     if train_args.torch_compile:
         model = torch.compile(model, dynamic=True)  # graph sizes vary from batch to batch
     unwrapped = accelerator.unwrap_model(model)
@@ -254,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
                 state.history.append({"step": state.global_step, "train/loss": mean_loss})
                 progress.set_postfix(loss=f"{mean_loss:.4f}", kl_w=f"{logs['train/kl_weight']:.3f}")
 
-            end_of_epoch = state.batches_in_epoch >= len(train_loader)
+            end_of_epoch = state.batches_in_epoch >= micro_per_epoch
             do_eval = (train_args.eval_every and state.global_step % train_args.eval_every == 0) or (
                 end_of_epoch and (state.epoch + 1) % max(1, train_args.num_epochs // 12) == 0
             ) or state.global_step == total_steps

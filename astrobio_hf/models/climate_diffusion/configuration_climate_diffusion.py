@@ -7,12 +7,14 @@ from dataclasses import field
 from transformers.configuration_utils import PreTrainedConfig
 
 from ..config_checks import (
+    GridSizesMixin,
     as_list,
     check_grid,
     check_norm_table,
     check_planet_stats,
     finite_float,
     int_at_least,
+    merge_schema_fields,
     reject_unknown_keys,
     str_list,
 )
@@ -35,7 +37,7 @@ def _default_lon_values() -> list[float]:
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
-class ClimateDiffusionConfig(PreTrainedConfig):
+class ClimateDiffusionConfig(GridSizesMixin, PreTrainedConfig):
     r"""
     Configuration of [`ClimateDiffusionModel`], a denoiser over climate fields conditioned on planet parameters
     and, optionally, a class label (e.g. the geological epoch).
@@ -189,30 +191,12 @@ class ClimateDiffusionConfig(PreTrainedConfig):
             "norm_mean": [[as_list(row)[k] for k in levels] for row in as_list(schema.norm_mean)],
             "norm_std": [[as_list(row)[k] for k in levels] for row in as_list(schema.norm_std)],
         }
-        clash = sorted(set(from_schema) & set(kwargs))
-        if clash:
-            raise ValueError(f"{clash} come from the dataset schema; do not pass them to from_schema as well")
         epochs = len(getattr(schema, "geological_time_values", []) or [])
         kwargs.setdefault("num_class_labels", epochs if epochs > 1 else 0)
-        return cls(**from_schema, **kwargs)
+        return cls(**merge_schema_fields(from_schema, kwargs))
 
     # ----------------------------------------------------------------------------------------------------------
     # derived values (never stored: the name lists are the one source of truth)
-    @property
-    def num_variables(self) -> int:
-        return len(self.variable_names)
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.level_values)
-
-    @property
-    def num_lat(self) -> int:
-        return len(self.lat_values)
-
-    @property
-    def num_lon(self) -> int:
-        return len(self.lon_values)
 
     @property
     def num_planet_params(self) -> int:

@@ -8,10 +8,12 @@ from dataclasses import field
 from transformers.configuration_utils import PreTrainedConfig
 
 from ..config_checks import (
+    GridSizesMixin,
     check_grid,
     check_norm_table,
     finite_float,
     float_list,
+    merge_schema_fields,
     reject_unknown_keys,
     str_list,
 )
@@ -44,7 +46,7 @@ def _default_task_weights() -> dict[str, float]:
     return {"climate": 1.0, "spectrum": 1.0}
 
 
-class ClimateSpectraConfig(PreTrainedConfig):
+class ClimateSpectraConfig(GridSizesMixin, PreTrainedConfig):
     r"""
     Configuration of [`ClimateSpectraForMultiTask`]: encoders for climate frames `(B, V, Tc, Tg, Z, Y, X)` and for
     their spectra `(B, Tc, P, W)`, a fused latent per climate step, and two heads (climate fields, spectra).
@@ -151,27 +153,9 @@ class ClimateSpectraConfig(PreTrainedConfig):
             "spectrum_mean": schema.spectrum_mean,
             "spectrum_std": schema.spectrum_std,
         }
-        clash = sorted(set(from_schema) & set(kwargs))
-        if clash:
-            raise ValueError(f"{clash} come from the dataset schema; do not pass them to from_schema as well")
-        return cls(**from_schema, **kwargs)
+        return cls(**merge_schema_fields(from_schema, kwargs))
 
     # derived values
-    @property
-    def num_variables(self) -> int:
-        return len(self.variable_names)
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.level_values)
-
-    @property
-    def num_lat(self) -> int:
-        return len(self.lat_values)
-
-    @property
-    def num_lon(self) -> int:
-        return len(self.lon_values)
 
     @property
     def num_wavelengths(self) -> int:

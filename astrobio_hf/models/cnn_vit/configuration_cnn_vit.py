@@ -8,10 +8,12 @@ from dataclasses import field
 from transformers.configuration_utils import PreTrainedConfig
 
 from ..config_checks import (
+    GridSizesMixin,
     check_grid,
     check_norm_table,
     check_planet_stats,
     finite_float,
+    merge_schema_fields,
     reject_unknown_keys,
     str_list,
 )
@@ -29,7 +31,7 @@ _SCHEMA_FIELDS = (
 )
 
 
-class CnnVitConfig(PreTrainedConfig):
+class CnnVitConfig(GridSizesMixin, PreTrainedConfig):
     r"""
     Configuration of [`CnnVitForParameterRegression`]: a convolutional stem over a datacube window
     `(B, V, Tc, Tg, Z, Y, X)`, patch tokens into a ViT encoder, and heads that regress the planet parameters
@@ -130,32 +132,14 @@ class CnnVitConfig(PreTrainedConfig):
         units = getattr(schema, "units", None)
         from_schema["variable_units"] = [units[n] for n in schema.variable_names] if units else None
         from_schema["planet_param_units"] = getattr(schema, "planet_param_units", None)
-        clash = sorted(set(from_schema) & set(kwargs))
-        if clash:
-            raise ValueError(f"{clash} come from the dataset schema; do not pass them to from_schema as well")
-        return cls(**from_schema, **kwargs)
+        return cls(**merge_schema_fields(from_schema, kwargs))
 
     # derived values
-    @property
-    def num_variables(self) -> int:
-        return len(self.variable_names)
 
     @property
     def num_input_variables(self) -> int:
         """Variables fed to the stem: the linear ones plus the log channels."""
         return len(self.variable_names) + len(self.log_variables)
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.level_values)
-
-    @property
-    def num_lat(self) -> int:
-        return len(self.lat_values)
-
-    @property
-    def num_lon(self) -> int:
-        return len(self.lon_values)
 
     @property
     def num_planet_params(self) -> int:

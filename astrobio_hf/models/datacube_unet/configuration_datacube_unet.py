@@ -13,12 +13,14 @@ from dataclasses import field
 from transformers.configuration_utils import PreTrainedConfig
 
 from ..config_checks import (
+    GridSizesMixin,
     as_list,
     check_grid,
     check_norm_table,
     check_planet_stats,
     finite_float,
     float_list,
+    merge_schema_fields,
     reject_unknown_keys,
     str_list,
 )
@@ -58,7 +60,7 @@ _SCHEMA_FIELDS = (
 _BOUNDARY_PADDINGS = ("zeros", "replicate")
 
 
-class DatacubeUNetConfig(PreTrainedConfig):
+class DatacubeUNetConfig(GridSizesMixin, PreTrainedConfig):
     r"""
     Configuration of [`DatacubeUNetForForecast`], a 3-D U-Net that forecasts the next `context_steps` climate
     steps of a datacube `(B, V, Tc, Tg, Z, Y, X)` = (batch, variable, climate time, geological time, level,
@@ -204,28 +206,10 @@ class DatacubeUNetConfig(PreTrainedConfig):
         from_schema["geological_steps"] = len(schema.geological_time_values)
         units = getattr(schema, "units", None)
         from_schema["variable_units"] = [units[name] for name in schema.variable_names] if units else None
-        clash = sorted(set(from_schema) & set(kwargs))
-        if clash:
-            raise ValueError(f"{clash} come from the dataset schema; do not pass them to from_schema as well")
-        return cls(**from_schema, **kwargs)
+        return cls(**merge_schema_fields(from_schema, kwargs))
 
     # ----------------------------------------------------------------------------------------------------------
     # derived values (never stored: the name lists are the one source of truth)
-    @property
-    def num_variables(self) -> int:
-        return len(self.variable_names)
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.level_values)
-
-    @property
-    def num_lat(self) -> int:
-        return len(self.lat_values)
-
-    @property
-    def num_lon(self) -> int:
-        return len(self.lon_values)
 
     @property
     def num_planet_params(self) -> int:
@@ -307,7 +291,10 @@ class DatacubeUNetConfig(PreTrainedConfig):
             raise ValueError(f"physics_weights must be a dict name -> weight, got {self.physics_weights!r}")
         if self.physics_weights:
             # lazy import: the physics module owns the names and what each constraint needs (one source of truth)
-            from astrobio_hf.physics.constraints import CONSTRAINT_NAMES, required_variables
+            from astrobio_hf.physics.constraints import (
+                CONSTRAINT_NAMES,
+                required_variables,
+            )
 
             unknown = sorted(k for k in self.physics_weights if k not in CONSTRAINT_NAMES)
             if unknown:

@@ -17,6 +17,7 @@ from ..config_checks import (
     finite_float,
     float_list,
     int_at_least,
+    merge_schema_fields,
     reject_unknown_keys,
     str_list,
 )
@@ -157,10 +158,7 @@ class PathwayVAEConfig(PreTrainedConfig):
                 "(build the metabolic dataset with `astrobio-hf data metabolic`)"
             )
         from_schema = {name: schema[name] if is_mapping else getattr(schema, name) for name in _SCHEMA_FIELDS}
-        clash = sorted(set(from_schema) & set(overrides))
-        if clash:
-            raise ValueError(f"{clash} come from the dataset schema; do not pass them to from_schema as well")
-        return cls(**from_schema, **overrides)
+        return cls(**merge_schema_fields(from_schema, overrides))
 
     # ----------------------------------------------------------------------------------------------------------
     @property
