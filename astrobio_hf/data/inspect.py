@@ -84,6 +84,8 @@ def describe_dataset(data_dir: str | os.PathLike) -> str:
         f"geological time: {_fmt_values(schema.geological_time_values, schema.geological_time_unit)}",
         "planet parameters: "
         + (", ".join(f"{n} [{u}]" for n, u in zip(schema.planet_param_names, schema.planet_param_units)) or "none"),
+        "planet regimes: "
+        + (f"{', '.join(schema.planet_regime_names)} ({schema.planet_regime_rule})" if schema.has_regimes else "none"),
         f"split by: {schema.split_by}",
         "splits:",
     ]

@@ -19,6 +19,9 @@ heat_capacity      float64             cp [J kg-1 K-1]
 planet_radius      float64             [m]
 spectrum           list<float32>       (T, P, W) spectra, one set per climate time step (only in
                                        datasets whose schema has spectra; see below)
+planet_regime      int32               class index of the planet's regime in
+                                       ``planet_regime_names`` (only in datasets whose schema
+                                       has regime labels; see below)
 =================  ==================  ======================================================
 
 ``schema.json`` holds the variable names and units, grid coordinates, axis names, climate and
@@ -38,6 +41,12 @@ orbital phases in degrees, or None for one disc-averaged spectrum (P = 1); ``spe
 per wavelength over the train split (all time steps and phases); ``spectrum_model``: one sentence naming
 how the spectra were computed. A row then carries ``spectrum``: float32 (T, P, W) flattened, the spectra
 an observer would measure at each climate time step of the row.
+
+Regime labels (optional; ``planet_regime_names`` is None in a dataset without labels, and old schemas
+without these keys still load): ``planet_regime_names`` (K >= 2 class names, e.g. ``["frozen",
+"temperate", "warm"]``) and ``planet_regime_rule``, one sentence stating how a planet's class follows
+from its data (e.g. thresholds on its global-mean surface temperature). A row then carries
+``planet_regime``: the int32 class index in ``[0, K)`` of its planet.
 
 A standard deviation of exactly 0 (a constant variable or parameter, e.g. the planet constants of a
 dataset that holds one planet) is stored as 1.0 so that normalising gives ``x - mean``; this is the only
@@ -90,11 +99,18 @@ ROW_COLUMNS = tuple(ROW_ARROW_SCHEMA.names)
 SPECTRUM_COLUMN = "spectrum"
 #: Arrow schema of one shard of a dataset with spectra: the row format plus ``spectrum``.
 ROW_ARROW_SCHEMA_WITH_SPECTRUM = ROW_ARROW_SCHEMA.append(pa.field(SPECTRUM_COLUMN, pa.list_(pa.float32())))
+REGIME_COLUMN = "planet_regime"
 
 
-def row_columns(with_spectrum: bool) -> tuple[str, ...]:
-    """Column names of a shard, with or without the ``spectrum`` column."""
-    return (*ROW_COLUMNS, SPECTRUM_COLUMN) if with_spectrum else ROW_COLUMNS
+def row_arrow_schema(with_spectrum: bool, with_regime: bool = False) -> pa.Schema:
+    """Arrow schema of a shard: the row format, plus ``spectrum`` and/or ``planet_regime`` (in that order)."""
+    schema = ROW_ARROW_SCHEMA_WITH_SPECTRUM if with_spectrum else ROW_ARROW_SCHEMA
+    return schema.append(pa.field(REGIME_COLUMN, pa.int32())) if with_regime else schema
+
+
+def row_columns(with_spectrum: bool, with_regime: bool = False) -> tuple[str, ...]:
+    """Column names of a shard, with or without the ``spectrum`` and ``planet_regime`` columns."""
+    return (*ROW_COLUMNS, *((SPECTRUM_COLUMN,) if with_spectrum else ()), *((REGIME_COLUMN,) if with_regime else ()))
 
 
 @dataclass
@@ -110,6 +126,8 @@ class Series:
             ``planet_radius`` [m].
         spectrum: float32 array (T, P, W) in the schema's ``spectrum_units`` (one set of P phase spectra
             per climate time step), or None for a dataset without spectra.
+        planet_regime: class index of the planet's regime in the schema's ``planet_regime_names``, or None
+            for a dataset without regime labels.
     """
 
     planet_id: str
@@ -118,6 +136,7 @@ class Series:
     planet_params: np.ndarray
     constants: dict[str, float]
     spectrum: np.ndarray | None = None
+    planet_regime: int | None = None
 
     @property
     def n_time(self) -> int:
@@ -163,6 +182,8 @@ class DatasetSchema:
         spectrum_units: unit of the spectra (``"W m-2 um-1"``, ``"ppm"``, ...).
         spectrum_mean, spectrum_std: (W,) statistics of the train split's spectra.
         spectrum_model: one sentence naming how the spectra were computed.
+        planet_regime_names: K >= 2 regime class names, or None (no regime labels in this dataset).
+        planet_regime_rule: one sentence stating how a planet's regime follows from its data (None without labels).
         extra: free-form JSON metadata (e.g. ingestion details).
         data_dir: the directory this schema was read from (not serialised).
     """
@@ -195,6 +216,8 @@ class DatasetSchema:
     spectrum_mean: list[float] | None = None
     spectrum_std: list[float] | None = None
     spectrum_model: str | None = None
+    planet_regime_names: list[str] | None = None
+    planet_regime_rule: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     data_dir: str | None = field(default=None, compare=False)
@@ -259,6 +282,16 @@ class DatasetSchema:
         if not self.has_spectra:
             raise ValueError("this dataset has no spectra (schema.json spectrum_wavelengths is None)")
         return (self.num_phases, self.num_wavelengths)
+
+    @property
+    def has_regimes(self) -> bool:
+        """Whether the rows carry a ``planet_regime`` class label."""
+        return self.planet_regime_names is not None
+
+    @property
+    def num_regimes(self) -> int:
+        """K regime classes, 0 without regime labels."""
+        return len(self.planet_regime_names) if self.planet_regime_names is not None else 0
 
     @property
     def split_names(self) -> list[str]:
@@ -349,6 +382,7 @@ class DatasetSchema:
             if got != shape:
                 raise ValueError(f"schema {name} has shape {got}, expected {shape} (V={V}, Z={Z}, P={P})")
         self._validate_spectrum_metadata()
+        self._validate_regime_metadata()
         for split, shards in self.splits.items():
             for s in shards:
                 if not (len(s.planet_ids) == len(s.segments) == len(s.n_time)):
@@ -384,6 +418,25 @@ class DatasetSchema:
             got = None if arr is None else np.asarray(arr, dtype=np.float64).shape
             if got != (W,):
                 raise ValueError(f"schema {name} has shape {got}, expected ({W},) (W={W} wavelengths)")
+
+    def _validate_regime_metadata(self) -> None:
+        if self.planet_regime_names is None:
+            if self.planet_regime_rule is not None:
+                raise ValueError("schema has planet_regime_rule but no planet_regime_names; expected both or neither")
+            return
+        names = self.planet_regime_names
+        if (
+            not isinstance(names, list)
+            or len(names) < 2
+            or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise ValueError(f"expected planet_regime_names a list of >= 2 distinct non-empty names, got {names!r}")
+        if not self.planet_regime_rule:
+            raise ValueError(
+                "schema has planet_regime_names but no planet_regime_rule; expected one sentence stating how a planet's "
+                f"regime follows from its data, got {self.planet_regime_rule!r}"
+            )
 
     @classmethod
     def from_dir(cls, data_dir: str | os.PathLike, *, check_shards: bool = True) -> DatasetSchema:
@@ -434,7 +487,7 @@ class DatasetSchema:
         if pf.metadata.num_rows == 0:
             raise ValueError(f"shard {path} of split {split!r} has 0 rows, expected {info.num_rows}")
         names = pf.schema_arrow.names
-        expected_columns = row_columns(self.has_spectra)
+        expected_columns = row_columns(self.has_spectra, self.has_regimes)
         if tuple(names) != expected_columns:
             raise ValueError(f"shard {path} has columns {names}, expected {list(expected_columns)}")
         if pf.metadata.num_rows != info.num_rows:
@@ -442,7 +495,7 @@ class DatasetSchema:
                 f"shard {path} has {pf.metadata.num_rows} rows, schema.json lists {info.num_rows}"
             )
         try:
-            small = pf.read(columns=["planet_id", "segment", "n_time"])
+            small = pf.read(columns=["planet_id", "segment", "n_time", *((REGIME_COLUMN,) if self.has_regimes else ())])
             first = pf.read_row_group(
                 0, columns=["n_time", "fields", "planet_params", *((SPECTRUM_COLUMN,) if self.has_spectra else ())]
             ).slice(0, 1)
@@ -467,6 +520,13 @@ class DatasetSchema:
             raise ValueError(
                 f"shard {path}: first row has {got_p} planet_params, schema.json expects P={self.num_planet_params}"
             )
+        if self.has_regimes:
+            regimes = small[REGIME_COLUMN].to_pylist()
+            bad = [r for r in regimes if r is None or not 0 <= r < self.num_regimes]
+            if bad:
+                raise ValueError(
+                    f"shard {path}: expected planet_regime in [0, {self.num_regimes}) ({self.planet_regime_names}), got {bad}"
+                )
         if self.has_spectra:
             got_s = len(first[SPECTRUM_COLUMN][0])
             expected_s = n_time * math.prod(self.spectrum_shape)
@@ -487,7 +547,7 @@ def _flat_list_array(arrays: Sequence[np.ndarray]) -> pa.Array:
     return arr.cast(pa.list_(pa.float32())) if offsets[-1] < 2**31 else arr
 
 
-def _series_to_table(series: Sequence[Series], with_spectrum: bool = False) -> pa.Table:
+def _series_to_table(series: Sequence[Series], with_spectrum: bool = False, with_regime: bool = False) -> pa.Table:
     flat = [np.ascontiguousarray(s.fields, dtype=np.float32).reshape(-1) for s in series]
     offsets = np.zeros(len(flat) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([a.size for a in flat])
@@ -512,8 +572,9 @@ def _series_to_table(series: Sequence[Series], with_spectrum: bool = False) -> p
         cols[SPECTRUM_COLUMN] = _flat_list_array(
             [np.ascontiguousarray(s.spectrum, dtype=np.float32).reshape(-1) for s in series]
         )
-        return pa.Table.from_pydict(cols, schema=ROW_ARROW_SCHEMA_WITH_SPECTRUM)
-    return pa.Table.from_pydict(cols, schema=ROW_ARROW_SCHEMA)
+    if with_regime:
+        cols[REGIME_COLUMN] = pa.array([int(s.planet_regime) for s in series], type=pa.int32())
+    return pa.Table.from_pydict(cols, schema=row_arrow_schema(with_spectrum, with_regime))
 
 
 def _check_series(s: Series, split: str, V: int, Tg: int, Z: int, Y: int, X: int, P: int, variable_names) -> None:
@@ -565,6 +626,18 @@ def _check_spectrum(s: Series, split: str, spectrum_shape: tuple[int, int] | Non
         raise ValueError(f"{name} has non-finite (NaN/Inf) spectrum values: {int((~np.isfinite(spec)).sum())}")
 
 
+def _check_regime(s: Series, split: str, regime_names: Sequence[str] | None) -> None:
+    """The series' regime label against the dataset's classes, or its absence when the dataset has none."""
+    name = f"series {s.planet_id}/{s.segment} of split {split!r}"
+    if regime_names is None:
+        if s.planet_regime is not None:
+            raise ValueError(f"{name} has a planet_regime but write_dataset got no planet_regime_names; pass them (and planet_regime_rule)")
+        return
+    r = s.planet_regime
+    if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, np.integer)) or not 0 <= int(r) < len(regime_names):
+        raise ValueError(f"{name}: expected planet_regime an integer in [0, {len(regime_names)}) ({list(regime_names)}), got {r!r}")
+
+
 def write_dataset(
     output_dir: str | os.PathLike,
     splits: Mapping[str, Sequence[Series]],
@@ -589,6 +662,8 @@ def write_dataset(
     spectrum_phases: Sequence[float] | None = None,
     spectrum_units: str | None = None,
     spectrum_model: str | None = None,
+    planet_regime_names: Sequence[str] | None = None,
+    planet_regime_rule: str | None = None,
 ) -> DatasetSchema:
     """Write ``splits`` as Parquet shards plus ``schema.json`` into ``output_dir`` and return the schema.
 
@@ -601,6 +676,10 @@ def write_dataset(
     (T, P, W) (P = ``len(spectrum_phases)``, or 1 when ``spectrum_phases`` is None) and ``spectrum_units``
     and ``spectrum_model`` are required; the shards then carry a ``spectrum`` column and the schema the
     per-wavelength train statistics ``spectrum_mean`` / ``spectrum_std``.
+
+    Regime labels: with ``planet_regime_names`` (K >= 2 names) given, every series needs ``planet_regime`` in
+    ``[0, K)`` and ``planet_regime_rule`` (one sentence) is required; the shards then carry a ``planet_regime``
+    column.
     """
     # 1. validate the metadata
     variable_names = [str(v) for v in variable_names]
@@ -641,11 +720,22 @@ def write_dataset(
     elif spectrum_phases is not None or spectrum_units is not None or spectrum_model is not None:
         raise ValueError("spectrum_phases, spectrum_units or spectrum_model given without spectrum_wavelengths")
 
+    with_regime = planet_regime_names is not None
+    if with_regime:
+        planet_regime_names = [str(n) for n in planet_regime_names]
+        if len(planet_regime_names) < 2 or len(set(planet_regime_names)) != len(planet_regime_names) or not all(planet_regime_names):
+            raise ValueError(f"expected planet_regime_names >= 2 distinct non-empty names, got {planet_regime_names}")
+        if not planet_regime_rule:
+            raise ValueError(f"planet_regime_names need planet_regime_rule (one sentence), got {planet_regime_rule!r}")
+    elif planet_regime_rule is not None:
+        raise ValueError("planet_regime_rule given without planet_regime_names")
+
     # 2. validate every series
     for split, series in splits.items():
         for s in series:
             _check_series(s, split, V, Tg, Z, Y, X, P, variable_names)
             _check_spectrum(s, split, spectrum_shape)
+            _check_regime(s, split, planet_regime_names)
 
     # 3. normalisation statistics on the train split (float64 accumulation)
     stat_split = "train" if "train" in splits else next(iter(splits))
@@ -707,7 +797,7 @@ def write_dataset(
             chunk = list(series[i * series_per_shard : (i + 1) * series_per_shard])
             name = f"{split}-{i:05d}-of-{n_shards:05d}.parquet"
             tmp = out / (name + ".tmp")
-            pq.write_table(_series_to_table(chunk, with_spectrum), tmp, row_group_size=1, compression="snappy")
+            pq.write_table(_series_to_table(chunk, with_spectrum, with_regime), tmp, row_group_size=1, compression="snappy")
             os.replace(tmp, out / name)
             infos.append(
                 ShardInfo(
@@ -749,6 +839,8 @@ def write_dataset(
         spectrum_mean=spec_mean.tolist() if with_spectrum else None,
         spectrum_std=spec_std.tolist() if with_spectrum else None,
         spectrum_model=str(spectrum_model) if with_spectrum else None,
+        planet_regime_names=planet_regime_names if with_regime else None,
+        planet_regime_rule=str(planet_regime_rule) if with_regime else None,
         extra=dict(extra or {}),
     )
     schema.validate_metadata()
@@ -762,6 +854,7 @@ def write_dataset(
 __all__ = [
     "AXIS_NAMES",
     "CONSTANT_NAMES",
+    "REGIME_COLUMN",
     "ROW_ARROW_SCHEMA",
     "ROW_ARROW_SCHEMA_WITH_SPECTRUM",
     "SCHEMA_FILENAME",
@@ -769,6 +862,7 @@ __all__ = [
     "DatasetSchema",
     "Series",
     "ShardInfo",
+    "row_arrow_schema",
     "row_columns",
     "write_dataset",
 ]

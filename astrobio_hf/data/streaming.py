@@ -24,6 +24,10 @@ spectra of its *target* frames ``spectrum[s+Tc:s+2Tc]`` (flat float32, Tc*P*W va
 ``spectrum_units``) and ``spectrum_shape`` = (Tc, P, W); :func:`collate_windows` reshapes it to
 ``(B, Tc, P, W)``.
 
+Regime labels: when the schema has them (``schema.has_regimes``), a window also carries ``planet_regime``,
+the int64 class index of its planet in ``schema.planet_regime_names``; :func:`collate_windows` stacks it to
+``(B,)`` int64. A label outside ``[0, K)`` raises ``ValueError``.
+
 Splits come from the dataset: train/val/test hold different planets (``split_by="planet"``) or, for a
 dataset of one planet, different contiguous blocks of climate time (``split_by="time_block"``).
 
@@ -59,7 +63,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .schema import CONSTANT_NAMES, SPECTRUM_COLUMN, DatasetSchema, row_columns
+from .schema import (
+    CONSTANT_NAMES,
+    REGIME_COLUMN,
+    SPECTRUM_COLUMN,
+    DatasetSchema,
+    row_columns,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +85,11 @@ WINDOW_COLUMNS = (
 )
 #: extra window columns of a dataset with spectra
 SPECTRUM_WINDOW_COLUMNS = (SPECTRUM_COLUMN, "spectrum_shape")
+#: extra window column of a dataset with regime labels
+REGIME_WINDOW_COLUMNS = (REGIME_COLUMN,)
 
 
-def _row_features(with_spectrum: bool = False):
+def _row_features(with_spectrum: bool = False, with_regime: bool = False):
     from datasets import Features, List, Value
 
     return Features(
@@ -89,11 +101,12 @@ def _row_features(with_spectrum: bool = False):
             "planet_params": List(Value("float32")),
             **{c: Value("float64") for c in CONSTANT_NAMES},
             **({SPECTRUM_COLUMN: List(Value("float32"))} if with_spectrum else {}),
+            **({REGIME_COLUMN: Value("int32")} if with_regime else {}),
         }
     )
 
 
-def _window_features(window_size: int, num_params: int, spectrum_size: int = 0):
+def _window_features(window_size: int, num_params: int, spectrum_size: int = 0, with_regime: bool = False):
     from datasets import Features, List, Value
 
     # fixed-size lists: numpy formatting turns each into one array without per-row offsets
@@ -113,6 +126,7 @@ def _window_features(window_size: int, num_params: int, spectrum_size: int = 0):
             "planet_params": List(Value("float32"), length=num_params),
             **{c: Value("float64") for c in CONSTANT_NAMES},
             **spectrum,
+            **({REGIME_COLUMN: Value("int64")} if with_regime else {}),
         }
     )
 
@@ -196,6 +210,7 @@ class _WindowCutter:
         self.stride = int(stride)
         self.P = schema.num_planet_params
         self.spectrum_shape = schema.spectrum_shape if schema.has_spectra else None  # (P, W)
+        self.num_regimes = schema.num_regimes  # K, 0 without regime labels
 
     def __call__(self, table: pa.Table) -> pa.Table:
         Tc = self.context_steps
@@ -208,6 +223,14 @@ class _WindowCutter:
         if self.spectrum_shape is not None:
             s_off, s_val = _list_offsets_values(table.column(SPECTRUM_COLUMN))
         window_shape = np.asarray(self.schema.window_shape(Tc), dtype=np.int32)
+        if self.num_regimes:
+            regimes = table.column(REGIME_COLUMN).to_numpy(zero_copy_only=False)
+            bad = [i for i in range(table.num_rows) if not 0 <= regimes[i] < self.num_regimes]
+            if bad:
+                raise ValueError(
+                    f"series {[f'{planet_ids[i]}/{segments[i]}' for i in bad]}: expected planet_regime in "
+                    f"[0, {self.num_regimes}) {self.schema.planet_regime_names}, got {[regimes[i] for i in bad]}"
+                )
 
         # 1. check every row against the schema, collect (row, start) of every window
         cubes, spectra, rows, starts = [], [], [], []
@@ -276,6 +299,8 @@ class _WindowCutter:
                     np.broadcast_to(np.asarray((Tc, *self.spectrum_shape), dtype=np.int32), (n, 3)), pa.int32()
                 ),
             }
+        if self.num_regimes:  # the planet's class, one per window
+            extra[REGIME_COLUMN] = pa.array(regimes.astype(np.int64)[rows_np], type=pa.int64())
         return pa.table(
             {
                 "planet_id": pa.array([planet_ids[r] for r in rows_np], type=pa.string()),
@@ -327,7 +352,7 @@ def build_window_dataset(
         ``inputs`` and ``labels`` (flat float32), ``window_shape`` (V, Tc, Tg, Z, Y, X),
         ``planet_params`` (P,), ``gravity``, ``gas_constant``, ``heat_capacity``, ``planet_radius``; with
         spectra in the schema also ``spectrum`` (flat Tc*P*W, the target frames' spectra) and
-        ``spectrum_shape`` (Tc, P, W).
+        ``spectrum_shape`` (Tc, P, W); with regime labels in the schema also ``planet_regime`` (int64 class index).
     """
     from datasets import load_dataset
     from datasets.distributed import split_dataset_by_node
@@ -353,7 +378,7 @@ def build_window_dataset(
 
     # 2. series rows, streamed from the shards
     ds = load_dataset(
-        "parquet", data_files={split: files}, split=split, streaming=True, features=_row_features(schema.has_spectra)
+        "parquet", data_files={split: files}, split=split, streaming=True, features=_row_features(schema.has_spectra, schema.has_regimes)
     )
     if world_size > 1:
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
@@ -370,8 +395,14 @@ def build_window_dataset(
     # 4. windows, cut on Arrow tables (no python lists of floats); with shuffling, the windows of `group`
     #    consecutive series are emitted in a seeded random order
     spectrum_size = context_steps * math.prod(schema.spectrum_shape) if schema.has_spectra else 0
-    features = _window_features(math.prod(schema.window_shape(context_steps)), schema.num_planet_params, spectrum_size)
-    window_columns = (*WINDOW_COLUMNS, *(SPECTRUM_WINDOW_COLUMNS if schema.has_spectra else ()))
+    features = _window_features(
+        math.prod(schema.window_shape(context_steps)), schema.num_planet_params, spectrum_size, schema.has_regimes
+    )
+    window_columns = (
+        *WINDOW_COLUMNS,
+        *(SPECTRUM_WINDOW_COLUMNS if schema.has_spectra else ()),
+        *(REGIME_WINDOW_COLUMNS if schema.has_regimes else ()),
+    )
     ds = ds.with_format("arrow").map(
         _WindowCutter(
             schema, context_steps, stride, features.arrow_schema,
@@ -380,7 +411,7 @@ def build_window_dataset(
         batched=True,
         batch_size=group,
         # only the columns the windows do not carry: a removed name would also be dropped from the output
-        remove_columns=[c for c in row_columns(schema.has_spectra) if c not in window_columns],
+        remove_columns=[c for c in row_columns(schema.has_spectra, schema.has_regimes) if c not in window_columns],
         features=features,
     )
     logger.info(
@@ -399,7 +430,8 @@ def collate_windows(
 
     Returns ``inputs`` and ``labels`` (B, V, Tc, Tg, Z, Y, X) float32, ``planet_params`` (B, P) float32,
     ``gravity``/``gas_constant``/``heat_capacity``/``planet_radius`` (B,) float32 and ``planet_id``
-    (list of str); rows with spectra add ``spectrum`` (B, Tc, P, W) float32 (the target frames' spectra). The shape comes from each row's ``window_shape`` (written from the schema), or from
+    (list of str); rows with spectra add ``spectrum`` (B, Tc, P, W) float32 (the target frames' spectra), rows with
+    regime labels ``planet_regime`` (B,) int64. The shape comes from each row's ``window_shape`` (written from the schema), or from
     ``window_shape`` when given, which must then agree with the rows. NaN/Inf -> ``ValueError`` naming
     the planets.
     """
@@ -446,8 +478,10 @@ def collate_windows(
             names = sorted({planet_ids[i] for i in np.flatnonzero(bad)})
             raise ValueError(f"non-finite (NaN/Inf) values in spectrum of {int(bad.sum())} window(s) of planet(s) {names}")
         out[SPECTRUM_COLUMN] = torch.from_numpy(flat.reshape(B, *s_shape))  # (B, Tc, P, W)
+    if REGIME_COLUMN in examples[0]:
+        out[REGIME_COLUMN] = torch.tensor([int(ex[REGIME_COLUMN]) for ex in examples], dtype=torch.int64)  # (B,)
     out["planet_id"] = planet_ids
     return out
 
 
-__all__ = ["SPECTRUM_WINDOW_COLUMNS", "WINDOW_COLUMNS", "build_window_dataset", "collate_windows", "count_windows"]
+__all__ = ["REGIME_WINDOW_COLUMNS", "SPECTRUM_WINDOW_COLUMNS", "WINDOW_COLUMNS", "build_window_dataset", "collate_windows", "count_windows"]

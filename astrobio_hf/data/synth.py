@@ -38,6 +38,17 @@ geological epoch (the last one):
 
 Wavelengths: 48 values log-spaced from 3 to 15 micron (thermal emission of 200-330 K atmospheres;
 shortward of ~3 micron reflected starlight would dominate, which this model leaves out).
+
+Climate regimes (:func:`planet_regime`): every planet carries a class label ``planet_regime`` in
+``REGIME_NAMES = ("frozen", "temperate", "warm")`` from its global-mean surface temperature ``Ts`` in the
+present geological epoch (the last one): the mean over climate time and longitude of the lowest level's
+``T``, weighted by cos(latitude) (the area of the latitude band), computed from the stored float32 cube
+so that anyone can recompute it from the shards. ``frozen``: Ts < 273.15 K (a global mean below the
+freezing point of water: a largely ice-covered, snowball-like surface); ``temperate``: 273.15 K <= Ts <
+288 K (up to present-day Earth's global mean); ``warm``: Ts >= 288 K (warmer than present-day Earth).
+The label is a function of the simulated fields only: computing it draws nothing from the random
+streams, so every other field of a dataset is as without labels. The default 24 planets (seed 0) give
+train 6 / 5 / 5, validation 1 / 2 / 1 and test 2 / 2 / 0 planets (frozen / temperate / warm).
 """
 
 from __future__ import annotations
@@ -59,11 +70,16 @@ __all__ = [
     "PLANET_PARAM_NAMES",
     "PLANET_PARAM_RANGES",
     "PLANET_PARAM_UNITS",
+    "REGIME_NAMES",
+    "REGIME_RULE",
+    "REGIME_THRESHOLDS_K",
     "VARIABLE_NAMES",
     "VARIABLE_UNITS",
     "emission_spectrum",
+    "global_mean_surface_temperature",
     "planck_radiance",
     "planet_constants",
+    "planet_regime",
     "sample_planet_parameters",
     "simulate_planet",
     "spectrum_wavelengths",
@@ -114,6 +130,36 @@ SPECTRUM_MODEL = (
     "(astrobio_hf.data.synth.emission_spectrum): layer optical depths 1.66 (kappa_grey + kappa_w(lambda) q) dp/g, "
     "Planck emission of every layer and of the surface attenuated to space, cos(latitude)-weighted mean over the disc."
 )
+
+
+REGIME_NAMES = ("frozen", "temperate", "warm")
+#: upper bounds [K] of the global-mean surface temperature of every regime but the last (freezing point of water,
+#: present-day Earth's global mean)
+REGIME_THRESHOLDS_K = (273.15, 288.0)
+REGIME_RULE = (
+    "Class by the global-mean surface temperature Ts of the present geological epoch (lowest level's T, mean over "
+    "climate time and longitude, cos(latitude)-weighted over latitude; astrobio_hf.data.synth.planet_regime): "
+    "frozen if Ts < 273.15 K, temperate if 273.15 K <= Ts < 288 K, warm if Ts >= 288 K."
+)
+
+
+def global_mean_surface_temperature(T: np.ndarray, lat_deg: np.ndarray) -> float:
+    """Global-mean surface temperature [K] of temperature fields ``T`` (..., Z, Y, X) with level 0 at the surface:
+    the mean over all leading axes and longitude of ``T[..., 0, :, :]``, cos(latitude)-weighted over latitude."""
+    T = np.asarray(T, dtype=np.float64)
+    lat = np.asarray(lat_deg, dtype=np.float64)
+    if T.ndim < 3 or lat.ndim != 1 or T.shape[-2] != lat.size:
+        raise ValueError(f"expected T (..., Z, Y, X) and lat_deg (Y,) with the same Y, got {T.shape} and {lat.shape}")
+    w = np.cos(np.deg2rad(lat))
+    surface = T[..., 0, :, :].reshape(-1, lat.size, T.shape[-1])  # (N, Y, X)
+    return float(np.einsum("nyx,y->", surface, w) / (w.sum() * surface.shape[0] * surface.shape[-1]))
+
+
+def planet_regime(T: np.ndarray, lat_deg: np.ndarray) -> int:
+    """Class index in ``REGIME_NAMES`` of temperature fields ``T`` (..., Z, Y, X) (pass the present epoch's):
+    the number of ``REGIME_THRESHOLDS_K`` at or below their global-mean surface temperature (see the module docstring)."""
+    ts = global_mean_surface_temperature(T, lat_deg)
+    return int(sum(ts >= t for t in REGIME_THRESHOLDS_K))
 
 
 def spectrum_wavelengths(n_wavelengths: int = 48, low: float = 3.0, high: float = 15.0) -> np.ndarray:
@@ -376,7 +422,8 @@ def synthesize_planets(
 
     Returns:
         the written ``DatasetSchema`` (variables T, p, rho, q, u, v on height levels in m), with spectra
-        (T, 1, W) per planet from :func:`emission_spectrum` of the last geological epoch.
+        (T, 1, W) per planet from :func:`emission_spectrum` of the last geological epoch and a regime label
+        per planet (:func:`planet_regime` of the last epoch's stored temperatures; ``REGIME_NAMES``).
     """
     # 1. validate the arguments
     if n_planets < 3:
@@ -436,6 +483,8 @@ def synthesize_planets(
             planet_params=params[i].astype(np.float32),
             constants=planet_constants(params[i]),
             spectrum=spectrum[:, None].astype(np.float32),  # (Tc, P=1, W)
+            # the stored float32 temperatures of the present epoch: (Tc, Z, Y, X); no random draw
+            planet_regime=planet_regime(cube[VARIABLE_NAMES.index("T"), :, -1], lat_deg),
         )
         if (i + 1) % 8 == 0 or i + 1 == n_planets:
             logger.info("synthesised %d/%d planets", i + 1, n_planets)
@@ -463,6 +512,8 @@ def synthesize_planets(
         spectrum_phases=None,
         spectrum_units="W m-2 um-1",
         spectrum_model=SPECTRUM_MODEL,
+        planet_regime_names=list(REGIME_NAMES),
+        planet_regime_rule=REGIME_RULE,
         extra={
             "generator": {
                 "seed": int(seed),
@@ -472,5 +523,10 @@ def synthesize_planets(
             }
         },
     )
+    counts = {
+        split: [sum(series[i].planet_regime == k for i in idx) for k in range(len(REGIME_NAMES))]
+        for split, idx in split_index.items()
+    }
+    logger.info("planet regimes %s per split: %s", list(REGIME_NAMES), counts)
     logger.info("synthetic dataset written to %s in %.1f s", output_dir, time.perf_counter() - start)
     return schema

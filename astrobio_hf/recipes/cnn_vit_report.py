@@ -67,6 +67,33 @@ def plot_parity(config, truth, mean, std, ridge, test, path: Path) -> None:
     plt.close(fig)
 
 
+def regime_section(test: dict, schema) -> str | None:
+    """Card section of the regime classification (None when the test has none): accuracy and macro-F1 of the model
+    beside the majority-class and logistic-regression baselines, the rule and the model's confusion matrix."""
+    if "regime/model/accuracy" not in test:
+        return None
+    names = test["regime/names"]
+    labels = {"model": "CNN-ViT", "majority": "majority class of the training windows", "logistic": "logistic regression on pooled cube features"}
+    rows = [
+        [label, test[f"regime/{system}/accuracy"], test[f"regime/{system}/macro_f1"]]
+        for system, label in labels.items()
+        if f"regime/{system}/accuracy" in test
+    ]
+    table = markdown_table(["system", "accuracy", "macro-F1"], rows)
+    matrix = markdown_table(
+        ["true \\ predicted", *names], [[n, *[int(v) for v in row]] for n, row in zip(names, test["regime/model/confusion_matrix"])]
+    )
+    rule = getattr(schema, "planet_regime_rule", None) or ""
+    counts = test.get("regime/train_counts")
+    return (
+        f"Planet regimes {', '.join(names)}. {rule} Accuracy over the held-out test windows; macro-F1 averaged over the "
+        "classes present in the truth or the predictions. Baselines fitted in the same run on the same training windows"
+        + (f" (windows per class {counts})" if counts else "")
+        + (f"; logistic regression L2 {test['regime/logistic/l2']:g}, chosen on validation" if "regime/logistic/l2" in test else "")
+        + ".\n\n" + table + "\n\nConfusion matrix of the CNN-ViT (test windows):\n\n" + matrix
+    )
+
+
 def write_report(
     output_dir, model, test, state, *, ridge, report_loader, device, train_seconds, throughput, run_config, schema, init_origin=None
 ):
@@ -110,6 +137,7 @@ def write_report(
         ["variance", "coverage 1 sigma (Gaussian 0.683)", "coverage 2 sigma (0.954)", "mean z^2 (1)", "calibration error"],
         calibration_rows,
     )
+    regimes = regime_section(test, schema)
     card = build_model_card(
         model_name="cnn-vit",
         summary=(
@@ -129,9 +157,11 @@ def write_report(
                 + (", ".join(better) or "none") + "."
             ),
             "Calibration of the predicted uncertainty": calibration,
+            **({"Planet regime classification": regimes} if regimes else {}),
             "Training": (
                 f"{state.global_step} optimizer steps in {_duration(train_seconds)} on {_machine()}; data `{run_config.get('data_dir')}` "
-                f"({getattr(schema, 'source', '')}); loss = Gaussian NLL + physics terms {json.dumps(config.physics_weights)}; "
+                f"({getattr(schema, 'source', '')}); loss = Gaussian NLL + physics terms {json.dumps(config.physics_weights)}"
+                + (f" + {config.regime_loss_weight:g} x regime cross-entropy" if config.num_regimes else "") + "; "
                 f"learning rate {run_config.get('learning_rate')} x {run_config.get('cnn_lr_multiplier')} (CNN) / "
                 f"x {run_config.get('vit_lr_multiplier')} (ViT), warmup + cosine per step. "
                 + (describe_origin(init_origin) + " " if init_origin else "")
@@ -140,7 +170,9 @@ def write_report(
             "How to use": (
                 "```python\nimport astrobio_hf  # registers the Auto classes\nfrom transformers import AutoModel\n"
                 f"model = AutoModel.from_pretrained(\"{output_dir}\")\n"
-                "out = model(inputs=cube)  # cube: (B, V, Tc, Tg, Z, Y, X) in SI units\nout.mean, out.log_variance  # (B, P)\n```"
+                "out = model(inputs=cube)  # cube: (B, V, Tc, Tg, Z, Y, X) in SI units\nout.mean, out.log_variance  # (B, P)\n"
+                + ("out.regime_logits  # (B, K): " + ", ".join(config.regime_names) + "\n" if config.num_regimes else "")
+                + "```"
             ),
             "Plots": "![parity](plots/parity.png)\n\n![loss](plots/loss_curves.png)",
             "Limitations": (
@@ -149,7 +181,8 @@ def write_report(
                 "held-out planets is noisy."
             ),
         },
-        eval_results=[("r2", f"R2 {n}", test[f"model/r2/{n}"]) for n in names],
+        eval_results=[("r2", f"R2 {n}", test[f"model/r2/{n}"]) for n in names]
+        + ([("accuracy", "regime accuracy", test["regime/model/accuracy"]), ("f1", "regime macro-F1", test["regime/model/macro_f1"])] if regimes else []),
         task_type="tabular-regression",
         tags=["climate", "datacube", "exoplanets", "vit"],
     )

@@ -5,7 +5,11 @@
 With no arguments it uses (and, when missing, synthesises) the embedded default planets in data/synthetic, trains,
 and evaluates the EMA weights of the best checkpoint on the held-out test planets: R2 and RMSE per parameter and
 the calibration of the predicted uncertainty, beside a ridge regression on pooled cube features fitted in the same
-run on the same training windows. Writes to runs/cnn_vit: config.json, model.safetensors, README.md (card with
+run on the same training windows. When the dataset has planet regime labels (the schema's `planet_regime_names`; the
+embedded default has frozen / temperate / warm by global-mean surface temperature), the model also classifies the
+regime (cross-entropy x `regime_loss_weight` in the loss) and the test reports accuracy, macro-F1 and a confusion
+matrix beside two baselines fitted in the same run: the majority class of the training windows and a multinomial
+logistic regression on the ridge's pooled cube features. Writes to runs/cnn_vit: config.json, model.safetensors, README.md (card with
 parity plots), metrics.json, plots/, logs/ and checkpoints/.
 
 Defaults that matter on the 16 training planets of the embedded default (see the card for the numbers): log channels
@@ -31,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -75,6 +80,8 @@ DEFAULT_DATA_DIR = "data/synthetic"
 NO_DECAY_NAMES = ("cls_token", "position_embeddings")
 BEST_METRICS = {"nrmse": "model/nrmse_mean", "loss": "loss"}
 RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+LOGISTIC_L2 = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # L2 penalties of the logistic-regression regime baseline
+REGIME_SYSTEMS = ("model", "majority", "logistic")
 
 
 @dataclass
@@ -104,6 +111,9 @@ class ModelArguments:
     dropout: float = 0.0
     log_variables: str = field(default="T,p,rho,q", metadata={"help": "Comma-separated positive variables also fed as log channels ('' = none)."})
     predict_variance: bool = True
+    regime_loss_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the regime cross-entropy in the loss (datasets with planet regime labels only)."}
+    )
     physics_weights: str = field(
         default='{"cross_scale": 0.1, "ideal_gas": 0.05, "hydrostatic": 0.05}',
         metadata={"help": "JSON dict term -> weight (terms: cross_scale, ideal_gas, hydrostatic)."},
@@ -120,10 +130,29 @@ class ModelArguments:
 
 
 # ------------------------------------------------------------------------------------------------------
-# Batch -> model mapping (what differs between families): the cube window in, the planet parameters out
+# Batch -> model mapping (what differs between families): the cube window in, the planet parameters (and, where the
+# dataset has them, the regime labels) out
 # ------------------------------------------------------------------------------------------------------
 def model_inputs(batch: dict, device: torch.device) -> dict:
-    return {"inputs": batch["inputs"].to(device, non_blocking=True), "labels": batch["planet_params"].to(device, non_blocking=True)}
+    inputs = {"inputs": batch["inputs"].to(device, non_blocking=True), "labels": batch["planet_params"].to(device, non_blocking=True)}
+    if "planet_regime" in batch:
+        inputs["regime_labels"] = batch["planet_regime"].to(device, non_blocking=True)
+    return inputs
+
+
+def ensure_dataset(data_args: DataArguments) -> None:
+    """Synthesise the embedded default on first use (main process only), and again when data/synthetic was written by
+    an older version without planet regime labels (schema.json without `planet_regime_names`)."""
+    path = Path(DEFAULT_DATA_DIR) / "schema.json"
+    if data_args.data_dir != DEFAULT_DATA_DIR:
+        return
+    if path.is_file() and json.loads(path.read_text()).get("planet_regime_names") is not None:
+        return
+    logger.info(
+        "synthesising the embedded default (%d planets) into %s (%s)", data_args.n_planets, DEFAULT_DATA_DIR,
+        "outdated: no planet regime labels" if path.is_file() else "missing",
+    )
+    synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
 
 
 def roll_longitude(inputs: dict) -> dict:
@@ -142,6 +171,7 @@ def lr_multipliers(model_args: ModelArguments) -> dict[str, float]:
         "cnn_vit.layers": model_args.vit_lr_multiplier,
         "cnn_vit.final_norm": model_args.vit_lr_multiplier,
         "vit_head": model_args.vit_lr_multiplier,
+        "regime_head": model_args.vit_lr_multiplier,  # reads the ViT's [CLS] token, like vit_head
     }
 
 
@@ -223,12 +253,104 @@ def ridge_predict(ridge: dict, inputs: torch.Tensor, config: CnnVitConfig) -> to
 
 
 # ------------------------------------------------------------------------------------------------------
+# Regime baselines: majority class of the training windows, multinomial logistic regression on pooled cube features
+# (every process gathers all features, so every process fits the same baseline)
+# ------------------------------------------------------------------------------------------------------
+def _gather_features(loader, config, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, F) pooled features and (N,) regime labels of every window of `loader` on all processes (CPU, float64)."""
+    xs, ys = [], []
+    for batch in loader:
+        xs.append(pooled_features(batch["inputs"].to(accelerator.device), config).cpu())
+        ys.append(batch["planet_regime"].cpu())
+    local = [(torch.cat(xs), torch.cat(ys))] if xs else []
+    parts = gather_object(local) if accelerator.num_processes > 1 else local
+    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+
+
+def _fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float) -> torch.Tensor:
+    """Weights (F, K) of a multinomial logistic regression (mean cross-entropy + l2/2 |W|^2, the intercept column
+    unpenalised) on standardised features, fitted with full-batch L-BFGS in float64."""
+    weights = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    penalised = torch.ones(x.shape[1], 1, dtype=torch.float64)
+    penalised[-1] = 0.0  # pooled_features ends with the constant 1
+    optimizer = torch.optim.LBFGS([weights], lr=1.0, max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x @ weights, y) + 0.5 * l2 * (penalised * weights**2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weights.detach()
+
+
+def _standardise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return torch.cat([(x[:, :-1] - mean) / std, x[:, -1:]], dim=1)
+
+
+@torch.no_grad()
+def fit_regime_baselines(train_loader, val_loader, config, accelerator) -> dict:
+    """Majority class of the training windows, and a logistic regression on `pooled_features` (standardised with the
+    training windows' statistics; the L2 penalty among `LOGISTIC_L2` chosen by the validation cross-entropy)."""
+    K = config.num_regimes
+    x_train, y_train = _gather_features(train_loader, config, accelerator)
+    x_val, y_val = _gather_features(val_loader, config, accelerator)
+    counts = torch.bincount(y_train, minlength=K)
+    mean, std = x_train[:, :-1].mean(0), x_train[:, :-1].std(0).clamp_min(1e-12)
+    x_train, x_val = _standardise(x_train, mean, std), _standardise(x_val, mean, std)
+    with torch.enable_grad():
+        weights = {l2: _fit_logistic(x_train, y_train, K, l2) for l2 in LOGISTIC_L2}
+    val_ce = {l2: F.cross_entropy(x_val @ w, y_val).item() for l2, w in weights.items()}
+    best = min(LOGISTIC_L2, key=lambda l2: val_ce[l2])
+    logger.info(
+        "regime baselines: train windows per class %s (majority %r); logistic regression L2 %g (validation cross-entropy %s)",
+        counts.tolist(), config.regime_names[int(counts.argmax())], best, [f"{v:.3g}" for v in val_ce.values()],
+    )
+    return {
+        "majority": int(counts.argmax()),
+        "train_counts": counts.tolist(),
+        "l2": best,
+        "weights": weights[best].to(accelerator.device),
+        "feature_mean": mean.to(accelerator.device),
+        "feature_std": std.to(accelerator.device),
+    }
+
+
+def logistic_predict(baselines: dict, inputs: torch.Tensor, config: CnnVitConfig) -> torch.Tensor:
+    """(B,) regime classes from the logistic-regression baseline."""
+    x = _standardise(pooled_features(inputs, config), baselines["feature_mean"], baselines["feature_std"])
+    return (x @ baselines["weights"]).argmax(dim=1)
+
+
+def _regime_metrics(num_classes: int, device) -> dict:
+    """Per system: accuracy (over windows), macro-F1 (over the classes present in the truth or the predictions) and
+    the confusion matrix (rows true, columns predicted); torchmetrics, reduced across processes on compute()."""
+    from torchmetrics.classification import (
+        MulticlassAccuracy,
+        MulticlassConfusionMatrix,
+        MulticlassF1Score,
+    )
+
+    return {
+        system: {
+            "accuracy": MulticlassAccuracy(num_classes=num_classes, average="micro").to(device),
+            "macro_f1": MulticlassF1Score(num_classes=num_classes, average="macro").to(device),
+            "confusion_matrix": MulticlassConfusionMatrix(num_classes=num_classes).to(device),
+        }
+        for system in REGIME_SYSTEMS
+    }
+
+
+# ------------------------------------------------------------------------------------------------------
 # Evaluation: R2 / RMSE per parameter, calibration, the ridge baseline (all reduced across processes)
 # ------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model, loader, accelerator, ridge=None, max_batches=0, variance_scale: float = 1.0) -> dict:
+def evaluate(model, loader, accelerator, ridge=None, max_batches=0, variance_scale: float = 1.0, regime_baselines=None) -> dict:
     """Metrics over `loader` (reduced across processes). `variance_scale` multiplies the predicted variances for the
-    `calibration_rescaled/*` coverages (a scale fitted on validation: the mean z^2 there)."""
+    `calibration_rescaled/*` coverages (a scale fitted on validation: the mean z^2 there). With regime labels in the
+    batches and a regime head: `regime/<system>/{accuracy,macro_f1,confusion_matrix}` for the model and, with
+    `regime_baselines`, the majority-class and logistic-regression baselines."""
     model.eval()
     config = model.config
     P = config.num_planet_params
@@ -237,6 +359,8 @@ def evaluate(model, loader, accelerator, ridge=None, max_batches=0, variance_sca
     # rescaled variance (per parameter); scalars: loss, nll, n
     stats = torch.zeros(10, P, dtype=torch.float64, device=dev)
     scalars = torch.zeros(3, dtype=torch.float64, device=dev)
+    regime_loss_sum = torch.zeros(2, dtype=torch.float64, device=dev)  # sum of cross-entropy x n, n
+    regimes = _regime_metrics(config.num_regimes, dev) if config.num_regimes else None
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
             break
@@ -256,6 +380,16 @@ def evaluate(model, loader, accelerator, ridge=None, max_batches=0, variance_sca
             (z.abs() < variance_scale**0.5).double().sum(0), (z.abs() < 2 * variance_scale**0.5).double().sum(0),
         ])
         scalars += torch.stack([out.loss.double() * n, out.nll.double() * n, torch.tensor(float(n), dtype=torch.float64, device=dev)])
+        if regimes is not None and "regime_labels" in inputs:
+            truth = inputs["regime_labels"]
+            predictions = {"model": out.regime_logits.argmax(dim=1)}
+            if regime_baselines is not None:
+                predictions["majority"] = torch.full_like(truth, regime_baselines["majority"])
+                predictions["logistic"] = logistic_predict(regime_baselines, inputs["inputs"], config)
+            for system, predicted in predictions.items():
+                for metric in regimes[system].values():
+                    metric.update(predicted, truth)
+            regime_loss_sum += torch.stack([out.regime_loss.double() * n, torch.tensor(float(n), dtype=torch.float64, device=dev)])
     stats = accelerator.reduce(stats, reduction="sum")
     scalars = accelerator.reduce(scalars, reduction="sum")
     n = stats[0]
@@ -289,6 +423,19 @@ def evaluate(model, loader, accelerator, ridge=None, max_batches=0, variance_sca
         result["calibration_rescaled/error"] = 0.5 * (
             abs(result["calibration_rescaled/coverage_1sigma"] - 0.6827) + abs(result["calibration_rescaled/coverage_2sigma"] - 0.9545)
         )
+    if regimes is not None:
+        regime_loss_sum = accelerator.reduce(regime_loss_sum, reduction="sum")
+        if regime_loss_sum[1] > 0:
+            result["regime/loss"] = (regime_loss_sum[0] / regime_loss_sum[1]).item()
+            result["regime/names"] = list(config.regime_names)
+            for system in REGIME_SYSTEMS if regime_baselines is not None else ("model",):
+                metrics = regimes[system]
+                result[f"regime/{system}/accuracy"] = metrics["accuracy"].compute().item()
+                result[f"regime/{system}/macro_f1"] = metrics["macro_f1"].compute().item()
+                result[f"regime/{system}/confusion_matrix"] = metrics["confusion_matrix"].compute().tolist()
+            if regime_baselines is not None:
+                result["regime/logistic/l2"] = regime_baselines["l2"]
+                result["regime/train_counts"] = regime_baselines["train_counts"]
     model.train()
     return result
 
@@ -320,10 +467,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 2. Data schema (the embedded default is synthesised on first use, by one process).
     with accelerator.main_process_first():
-        missing = data_args.data_dir == DEFAULT_DATA_DIR and not (Path(DEFAULT_DATA_DIR) / "schema.json").is_file()
-        if missing and accelerator.is_main_process:
-            logger.info("synthesising the embedded default (%d planets) into %s", data_args.n_planets, DEFAULT_DATA_DIR)
-            synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
+        if accelerator.is_main_process:
+            ensure_dataset(data_args)
         schema = DatasetSchema.from_dir(data_args.data_dir)
 
     # 3. Config and model; sizes, grid, targets and normalisation come from the schema.
@@ -342,6 +487,7 @@ def main(argv: list[str] | None = None) -> dict:
         log_variables=[n.strip() for n in model_args.log_variables.split(",") if n.strip()],
         predict_variance=model_args.predict_variance,
         physics_weights=json.loads(model_args.physics_weights),
+        regime_loss_weight=model_args.regime_loss_weight,
     )
     model = CnnVitForParameterRegression(config)
     init_origin = None
@@ -368,6 +514,11 @@ def main(argv: list[str] | None = None) -> dict:
     ridge = fit_ridge(
         make_loader(data_args.data_dir, "train", schema, data_args, train_args, False, rank, world), val_loader, config, accelerator
     )
+    regime_baselines = None
+    if config.num_regimes:
+        regime_baselines = fit_regime_baselines(
+            make_loader(data_args.data_dir, "train", schema, data_args, train_args, False, rank, world), val_loader, config, accelerator
+        )
 
     # 7. LR schedule (warmup + cosine, per optimizer step) from the real number of optimizer steps.
     per_rank = [count_windows(schema, "train", data_args.context_steps, data_args.stride, rank=r, world_size=world) for r in range(world)]
@@ -455,6 +606,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "train/skipped_steps": state.skipped_steps,
                     "train/epoch": state.epoch + state.batches_in_epoch / micro_per_epoch,
                     **{f"physics/{k}": v.detach().float().item() for k, v in out.physics_terms.items()},
+                    **({"train/regime_loss": out.regime_loss.detach().float().item()} if out.regime_loss is not None else {}),
                     **device_memory(accelerator.device),
                 }
                 accelerator.log(logs, step=state.global_step)
@@ -471,6 +623,8 @@ def main(argv: list[str] | None = None) -> dict:
                 is_best = state.record_validation(val[BEST_METRICS[model_args.best_metric]])
                 state.history[-1].update({"val/loss": val["loss"], "val/nrmse_mean": val["model/nrmse_mean"]})
                 accelerator.log({"val/loss": val["loss"], "val/r2_mean": val["model/r2_mean"], "val/calibration_error": val["calibration/error"]}, step=state.global_step)
+                if "regime/model/accuracy" in val:
+                    accelerator.log({"val/regime_accuracy": val["regime/model/accuracy"], "val/regime_macro_f1": val["regime/model/macro_f1"]}, step=state.global_step)
                 logger.info(
                     "step %d: val loss %.4f, nrmse %.3f, mean R2 %.3f%s", state.global_step, val["loss"], val["model/nrmse_mean"],
                     val["model/r2_mean"], " (best)" if is_best else "",
@@ -494,7 +648,7 @@ def main(argv: list[str] | None = None) -> dict:
     with ema_weights(ema, unwrapped):
         # the predicted variances, fitted on the training planets, are rescaled by their mean z^2 on validation
         scale = evaluate(unwrapped, val_loader, accelerator)["calibration/mean_z2"] if config.predict_variance else 1.0
-        test = evaluate(unwrapped, test_loader, accelerator, ridge=ridge, variance_scale=scale)
+        test = evaluate(unwrapped, test_loader, accelerator, ridge=ridge, variance_scale=scale, regime_baselines=regime_baselines)
         if accelerator.is_main_process:
             unwrapped.save_pretrained(output_dir, safe_serialization=True)
             from astrobio_hf.recipes.cnn_vit_report import write_report

@@ -35,7 +35,8 @@ class CnnVitConfig(GridSizesMixin, PreTrainedConfig):
     r"""
     Configuration of [`CnnVitForParameterRegression`]: a convolutional stem over a datacube window
     `(B, V, Tc, Tg, Z, Y, X)`, patch tokens into a ViT encoder, and heads that regress the planet parameters
-    (normalised mean and log-variance per parameter).
+    (normalised mean and log-variance per parameter) and, when the dataset has regime labels, classify the
+    planet's regime.
 
     Data-dependent values (variables, grid, planet parameter names, normalisation statistics) come from the
     dataset schema (`from_schema`). Counts are derived properties. All checks live in `_validate()`.
@@ -49,6 +50,8 @@ class CnnVitConfig(GridSizesMixin, PreTrainedConfig):
         lon_values (`list[float]`): longitudes (degrees) along X, uniform and global (circular padding).
         planet_param_names (`list[str]`): the regression targets, in order (P outputs).
         planet_param_units (`list[str]`, *optional*): unit of each planet parameter (informative; cards and plots).
+        regime_names (`list[str]`, *optional*): K >= 2 planet regime classes (the schema's `planet_regime_names`);
+            `None` (default): no classification head. `num_regimes` (derived) is K, or 0 without a head.
         norm_mean, norm_std (`list[list[float]]`, *optional*): per variable per level mean/std (V x Z) of the inputs.
         planet_param_mean, planet_param_std (`list[float]`, *optional*): statistics that normalise the targets.
         log_variables (`list[str]`, defaults to `[]`): strictly positive variables (e.g. T, p, rho, q) whose logarithm
@@ -81,6 +84,8 @@ class CnnVitConfig(GridSizesMixin, PreTrainedConfig):
             stem features), a gradient path into both; `ideal_gas` = squared log-ratio of the gas constant implied
             by the predicted `mean_molecular_weight` [g mol-1] and the cube's `p / (rho T)`; `hydrostatic` =
             squared log-ratio of the predicted `gravity` [m s-2] and the cube's `-dp/dz / rho` (height levels).
+        regime_loss_weight (`float`, defaults to 1.0): weight of the regime cross-entropy in the loss (used only
+            with `regime_names` and when `regime_labels` are given).
         initializer_range (`float`, defaults to 0.02): std of the normal initialisation of weights.
     """
 
@@ -95,6 +100,7 @@ class CnnVitConfig(GridSizesMixin, PreTrainedConfig):
     lon_values: list[float] = field(default_factory=lambda: [360.0 / 32 * i for i in range(32)])
     planet_param_names: list[str] = field(default_factory=lambda: ["stellar_flux", "gravity"])
     planet_param_units: list[str] | None = None
+    regime_names: list[str] | None = None
     norm_mean: list[list[float]] | None = None
     norm_std: list[list[float]] | None = None
     planet_param_mean: list[float] | None = None
@@ -116,6 +122,7 @@ class CnnVitConfig(GridSizesMixin, PreTrainedConfig):
     # 3. Output and loss
     predict_variance: bool = True
     physics_weights: dict[str, float] = field(default_factory=lambda: {"cross_scale": 0.1})
+    regime_loss_weight: float = 1.0
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -126,12 +133,14 @@ class CnnVitConfig(GridSizesMixin, PreTrainedConfig):
     @classmethod
     def from_schema(cls, schema, **kwargs) -> CnnVitConfig:
         """Config whose data-dependent fields come from a dataset schema (read by attribute);
-        `geological_steps = len(schema.geological_time_values)`. A schema field in `kwargs` is an error."""
+        `geological_steps = len(schema.geological_time_values)`, `regime_names` = the schema's `planet_regime_names`
+        (None when it has none). A schema field in `kwargs` is an error."""
         from_schema = {name: getattr(schema, name) for name in _SCHEMA_FIELDS}
         from_schema["geological_steps"] = len(schema.geological_time_values)
         units = getattr(schema, "units", None)
         from_schema["variable_units"] = [units[n] for n in schema.variable_names] if units else None
         from_schema["planet_param_units"] = getattr(schema, "planet_param_units", None)
+        from_schema["regime_names"] = getattr(schema, "planet_regime_names", None)
         return cls(**merge_schema_fields(from_schema, kwargs))
 
     # derived values
@@ -144,6 +153,11 @@ class CnnVitConfig(GridSizesMixin, PreTrainedConfig):
     @property
     def num_planet_params(self) -> int:
         return len(self.planet_param_names)
+
+    @property
+    def num_regimes(self) -> int:
+        """K regime classes of the classification head, 0 without one."""
+        return len(self.regime_names) if self.regime_names is not None else 0
 
     @property
     def cube_shape(self) -> tuple[int, int, int, int, int, int]:
@@ -179,6 +193,13 @@ class CnnVitConfig(GridSizesMixin, PreTrainedConfig):
                     f"planet_param_units must give one unit per parameter: expected {self.num_planet_params} "
                     f"(planet_param_names={self.planet_param_names}), got {len(self.planet_param_units)}"
                 )
+        if self.regime_names is not None:
+            self.regime_names = str_list("regime_names", self.regime_names)
+            if len(self.regime_names) < 2 or len(set(self.regime_names)) != len(self.regime_names):
+                raise ValueError(f"regime_names must be None or >= 2 distinct class names, got {self.regime_names}")
+        self.regime_loss_weight = finite_float("regime_loss_weight", self.regime_loss_weight)
+        if self.regime_loss_weight < 0:
+            raise ValueError(f"regime_loss_weight must be >= 0, got {self.regime_loss_weight}")
         self.norm_mean, self.norm_std = check_norm_table(self.norm_mean, self.norm_std, self.variable_names, self.num_levels)
         if self.norm_mean is not None:
             for name in self.log_variables:

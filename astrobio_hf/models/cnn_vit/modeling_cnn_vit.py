@@ -11,11 +11,13 @@
 3. Two heads: the ViT head reads the [CLS] token (fine scale: attention over patch tokens) and gives the
    prediction (mean, log-variance per parameter); the CNN head reads the globally pooled stem features (coarse
    scale). The cross-scale consistency term is the mean square difference of the two, in normalised units, with
-   a gradient path into both branches.
+   a gradient path into both branches. With `config.regime_names` (the dataset's planet regime classes), a linear
+   regime head on the same [CLS] representation as the ViT parameter head gives `regime_logits` (B, K).
 
 Loss = Gaussian NLL of the normalised planet parameters + `torch.stack([w * term, ...]).sum()` over the configured
 physics terms (cross-scale consistency, ideal-gas and hydrostatic consistency of the predicted mean molecular
-weight and gravity with the input cube).
+weight and gravity with the input cube) + `regime_loss_weight` x cross-entropy of the regime logits when
+`regime_labels` are given.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ class CnnVitRegressionOutput(ModelOutput):
         nll (`torch.FloatTensor` of shape `()`, with `labels`): mean Gaussian NLL in normalised units.
         physics_loss (`torch.FloatTensor` of shape `()`, with `labels`): weighted sum of the physics terms.
         physics_terms (`dict[str, torch.FloatTensor]`, with `labels`): each configured term, unweighted.
+        regime_logits (`torch.FloatTensor` of shape `(B, K)`, `None` without a regime head): class logits of the
+            planet regime (`config.regime_names`).
+        regime_loss (`torch.FloatTensor` of shape `()`, with `regime_labels`): mean cross-entropy, unweighted.
     """
 
     loss: torch.FloatTensor | None = None
@@ -80,6 +85,8 @@ class CnnVitRegressionOutput(ModelOutput):
     nll: torch.FloatTensor | None = None
     physics_loss: torch.FloatTensor | None = None
     physics_terms: dict[str, torch.FloatTensor] | None = None
+    regime_logits: torch.FloatTensor | None = None
+    regime_loss: torch.FloatTensor | None = None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -106,6 +113,23 @@ def _check_labels(labels, config: CnnVitConfig, batch_size: int) -> None:
     found = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
     if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (batch_size, config.num_planet_params):
         raise ValueError(f"labels: expected {expected}, got {found}")
+
+
+def _check_regime_labels(regime_labels, config: CnnVitConfig, batch_size: int) -> None:
+    if config.num_regimes == 0:
+        raise ValueError(
+            "regime_labels: expected None for a model without a regime head (config.regime_names is None), got "
+            f"{tuple(regime_labels.shape) if isinstance(regime_labels, torch.Tensor) else type(regime_labels).__name__}"
+        )
+    K = config.num_regimes
+    expected = f"an int64 tensor (B,) with B={batch_size} and values in [0, {K}) {config.regime_names}"
+    if not isinstance(regime_labels, torch.Tensor):
+        raise ValueError(f"regime_labels: expected {expected}, got {type(regime_labels).__name__}")  # noqa: TRY004 - bad model input is a ValueError across the families
+    if regime_labels.dtype != torch.long or tuple(regime_labels.shape) != (batch_size,):
+        raise ValueError(f"regime_labels: expected {expected}, got {regime_labels.dtype} {tuple(regime_labels.shape)}")
+    bad = (regime_labels < 0) | (regime_labels >= K)
+    if bool(bad.any()):
+        raise ValueError(f"regime_labels: expected {expected}, got values {sorted(set(regime_labels[bad].tolist()))}")
 
 
 def _gaussian_nll(target: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor | None) -> torch.Tensor:
@@ -327,7 +351,8 @@ class CnnVitModel(CnnVitPreTrainedModel):
 # Regression head
 # ------------------------------------------------------------------------------------------------------------
 class CnnVitForParameterRegression(CnnVitPreTrainedModel):
-    """CNN-ViT trunk + ViT head (mean, log-variance per planet parameter) + coarse CNN head; computes its own loss."""
+    """CNN-ViT trunk + ViT head (mean, log-variance per planet parameter) + coarse CNN head + (with
+    `config.regime_names`) a regime classification head on [CLS]; computes its own loss."""
 
     def __init__(self, config: CnnVitConfig):
         super().__init__(config)
@@ -335,18 +360,26 @@ class CnnVitForParameterRegression(CnnVitPreTrainedModel):
         self.cnn_vit = CnnVitModel(config)
         self.vit_head = nn.Linear(config.hidden_size, (2 if config.predict_variance else 1) * P)
         self.cnn_head = nn.Linear(config.stem_channels, P)
+        self.regime_head = nn.Linear(config.hidden_size, config.num_regimes) if config.num_regimes else None
         self.post_init()
 
-    def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> CnnVitRegressionOutput:
+    def forward(
+        self, inputs: torch.Tensor, labels: torch.Tensor | None = None, regime_labels: torch.Tensor | None = None
+    ) -> CnnVitRegressionOutput:
         """
         Args:
             inputs (`torch.FloatTensor` of shape `(B, V, Tc, Tg, Z, Y, X)`): the cube window, physical units.
             labels (`torch.FloatTensor` of shape `(B, P)`, *optional*): true planet parameters, physical units, in
                 the order of `config.planet_param_names`; when given, the loss terms are returned.
+            regime_labels (`torch.LongTensor` of shape `(B,)`, *optional*): class index of each planet's regime in
+                `config.regime_names` (only for a model with a regime head); adds `regime_loss_weight` x the
+                cross-entropy of `regime_logits` to the loss.
         """
         config = self.config
         if labels is not None and isinstance(inputs, torch.Tensor):
             _check_labels(labels, config, inputs.shape[0])
+        if regime_labels is not None and isinstance(inputs, torch.Tensor):
+            _check_regime_labels(regime_labels, config, inputs.shape[0])
 
         # 1. Trunk
         trunk = self.cnn_vit(inputs)
@@ -358,16 +391,23 @@ class CnnVitForParameterRegression(CnnVitPreTrainedModel):
         if config.predict_variance:
             log_variance_normalized = _LOG_VARIANCE_BOUND * torch.tanh(out[1] / _LOG_VARIANCE_BOUND)  # (B, P)
         cnn_normalized = self.cnn_head(trunk.pooled_stem)  # (B, P)
+        regime_logits = self.regime_head(trunk.last_hidden_state[:, 0]) if self.regime_head is not None else None  # (B, K)
 
         # 3. Physical units
         planet_mean, planet_std = self.cnn_vit.planet_mean, self.cnn_vit.planet_std
         mean = mean_normalized * planet_std + planet_mean  # (B, P)
         cnn_mean = cnn_normalized * planet_std + planet_mean  # (B, P)
         log_variance = None if log_variance_normalized is None else log_variance_normalized + 2 * torch.log(planet_std)
+        regime_loss = None
+        if regime_labels is not None:
+            regime_loss = F.cross_entropy(regime_logits.float(), regime_labels)
         if labels is None:
-            return CnnVitRegressionOutput(mean=mean, log_variance=log_variance, cnn_mean=cnn_mean)
+            return CnnVitRegressionOutput(
+                loss=None if regime_loss is None else config.regime_loss_weight * regime_loss,
+                mean=mean, log_variance=log_variance, cnn_mean=cnn_mean, regime_logits=regime_logits, regime_loss=regime_loss,
+            )
 
-        # 4. Loss: Gaussian NLL (normalised) + physics terms aggregated as one tensor
+        # 4. Loss: Gaussian NLL (normalised) + physics terms aggregated as one tensor (+ weighted regime cross-entropy)
         labels_normalized = (labels.to(mean.dtype) - planet_mean) / planet_std
         nll = _gaussian_nll(labels_normalized, mean_normalized, log_variance_normalized)
         physics_terms = self._physics_terms(inputs, mean, mean_normalized, cnn_normalized)
@@ -375,14 +415,19 @@ class CnnVitForParameterRegression(CnnVitPreTrainedModel):
             physics_loss = torch.stack([config.physics_weights[k] * v for k, v in physics_terms.items()]).sum()
         else:
             physics_loss = torch.zeros((), device=nll.device, dtype=nll.dtype)
+        loss = nll + physics_loss
+        if regime_loss is not None:
+            loss = loss + config.regime_loss_weight * regime_loss.to(loss.dtype)
         return CnnVitRegressionOutput(
-            loss=nll + physics_loss,
+            loss=loss,
             mean=mean,
             log_variance=log_variance,
             cnn_mean=cnn_mean,
             nll=nll,
             physics_loss=physics_loss,
             physics_terms=physics_terms,
+            regime_logits=regime_logits,
+            regime_loss=regime_loss,
         )
 
     def _physics_terms(self, inputs, mean, mean_normalized, cnn_normalized) -> dict[str, torch.Tensor]:
