@@ -108,9 +108,9 @@ def _climate_spectra_config(schema) -> ClimateSpectraConfig:
     a, d = cs_recipe.ModelArguments(), cs_recipe.DataArguments()
     return ClimateSpectraConfig.from_schema(
         schema, context_steps=d.context_steps, cube_channels=a.cube_channels, hidden_size=a.hidden_size,
-        num_fusion_layers=a.num_fusion_layers, norm_groups=a.norm_groups, profile_pathway=a.profile_pathway,
+        num_fusion_layers=a.num_fusion_layers, norm_groups=a.norm_groups, column_pathway=a.column_pathway, column_hidden_size=a.column_hidden_size,
         loss_mode=a.loss_mode, task_weights=json.loads(a.task_weights), adaptive_temperature=a.adaptive_temperature,
-        adaptive_warmup_steps=a.adaptive_warmup_steps, consistency_weight=a.consistency_weight,
+        adaptive_warmup_steps=a.adaptive_warmup_steps, cross_modal_weight=a.cross_modal_weight, consistency_weight=a.consistency_weight,
         smoothness_weight=a.smoothness_weight, physics_warmup_steps=a.physics_warmup_steps,
     )
 

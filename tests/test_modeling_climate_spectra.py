@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from einops import rearrange
 
 from astrobio_hf import ClimateSpectraConfig, ClimateSpectraForMultiTask
 from astrobio_hf.models.climate_spectra import (
@@ -224,32 +225,81 @@ def test_smoothness_over_all_spatial_axes_and_schedule():
     assert float(physics_weight_schedule(3, 0.2, 0)) == pytest.approx(0.2)
 
 
-def test_profile_pathway_is_a_linear_skip_from_the_area_weighted_mean_profiles():
-    """With the cube, the spectra get a linear map of the cos(lat)-weighted global mean of every normalised channel:
-    adding a zero-global-mean pattern on the cube changes the skip by nothing; without the pathway there is no layer."""
-    config = tiny_config(profile_pathway=True)
+def test_linear_column_pathway_is_a_linear_map_of_the_area_weighted_mean_profiles():
+    """With column_hidden_size 0 and one phase, the column pathway adds W(area-weighted mean profile of every
+    normalised channel) + b to the spectra: remove it and the rest of the head output is left."""
+    config = tiny_config(column_pathway=True, column_hidden_size=0, spectrum_phases=None)
     model = ClimateSpectraForMultiTask(config).eval()
-    weights = model.encoder.lat_weights
-    assert weights.shape == (config.num_lat,) and float(weights.sum()) == pytest.approx(1.0)
-    assert torch.equal(weights, weights.flip(0)) and weights[config.num_lat // 2] > weights[0]  # cos(lat), symmetric
-    inputs = tiny_inputs(config)
-    cube = inputs["cube"]
+    weights = model.column_head.disc_weights  # (1, Y, X) fixed area weights
+    assert weights.shape == (1, config.num_lat, config.num_lon) and float(weights.sum()) == pytest.approx(1.0)
+    assert torch.equal(weights, weights.flip(1)) and weights[0, config.num_lat // 2, 0] > weights[0, 0, 0]  # cos(lat)
+    assert "disc_weights" not in dict(model.named_parameters())
+    cube = tiny_inputs(config)["cube"]
     with torch.no_grad():
-        encoded = model.encoder(cube=cube)
         frames = model.encoder.normalize_cube(cube)  # (B, V, Tc, Tg, Z, Y, X)
-        expected = torch.einsum("bvtgzyx,y->btvgz", frames, weights) / config.num_lon
-        torch.testing.assert_close(encoded.cube_profile, expected.flatten(2))
-        assert model.encoder(spectrum=inputs["spectrum"]).cube_profile is None
-        # the skip's contribution is exactly profile_head(profile): remove it and the head output is left
+        profile = torch.einsum("bvtgzyx,y->btvgz", frames, weights[0, :, 0]).flatten(2)  # weights hold cos(lat) / X
         full = model(cube=cube).spectrum
-        head = model.profile_head
-        model.profile_head = None
+        conv = model.column_head.emission
+        model.column_head = None
         without = model(cube=cube).spectrum
+        skip = torch.einsum("btc,kc->btk", profile, conv.weight[:, :, 0, 0]) + conv.bias
         std = model.encoder.spectrum_std
-        skip = torch.einsum("btc,kc->btk", encoded.cube_profile, head.weight) + head.bias
         torch.testing.assert_close((full - without) / std, skip.reshape(full.shape), rtol=1e-4, atol=1e-5)
-    off = ClimateSpectraForMultiTask(tiny_config(profile_pathway=False))
-    assert off.profile_head is None
+    off = ClimateSpectraForMultiTask(tiny_config(column_pathway=False))
+    assert off.column_head is None
     assert off(**tiny_inputs(off.config)).loss.isfinite()
-    with pytest.raises(TypeError, match="profile_pathway must be a bool"):
-        tiny_config(profile_pathway="yes")
+    with pytest.raises(TypeError, match="column_pathway must be a bool"):
+        tiny_config(column_pathway="yes")
+    with pytest.raises(ValueError, match="column_hidden_size must be an integer >= 0"):
+        tiny_config(column_hidden_size=-1)
+
+
+def test_column_pathway_sums_columns_over_the_disc():
+    """One phase: a nonlinear per-column emission with fixed area weights, so rotating the cube in longitude leaves
+    it unchanged (columns are only reordered within their latitude band), while flipping one column's temperature
+    changes it. Several phases: learned per-phase disc weights, initialised at the area weights and trained."""
+    config = tiny_config(column_hidden_size=8, spectrum_phases=None)
+    model = ClimateSpectraForMultiTask(config).eval()
+    cube = tiny_inputs(config)["cube"]
+    head = model.column_head
+    with torch.no_grad():
+        def column(c):
+            return head(rearrange(model.encoder.normalize_cube(c), "b v tc tg z y x -> (b tc) (v tg z) y x"))
+        base = column(cube)
+        torch.testing.assert_close(column(torch.roll(cube, shifts=3, dims=-1)), base, rtol=1e-5, atol=1e-6)
+        warmer = cube.clone()
+        warmer[:, 0, ..., 1, 2] += 30.0  # one column's temperature
+        assert not torch.allclose(column(warmer), base)
+    phased = ClimateSpectraForMultiTask(tiny_config())
+    disc = dict(phased.named_parameters())["column_head.disc_weights"]
+    P = phased.config.num_phases
+    assert P > 1 and disc.shape == (P, phased.config.num_lat, phased.config.num_lon)
+    torch.testing.assert_close(disc.sum(dim=(1, 2)), torch.ones(P))
+    phased(**tiny_inputs(phased.config)).loss.backward()
+    assert disc.grad is not None and disc.grad.abs().sum() > 0
+
+
+def test_cross_modal_loss_decodes_each_modality_alone():
+    """With both modalities and targets, cross_modal_weight w adds w * (MSE of the spectra the model predicts from the
+    cube alone + MSE of the climate fields it predicts from the spectra alone), in normalised units; 0 otherwise."""
+    torch.manual_seed(0)
+    model = ClimateSpectraForMultiTask(tiny_config(cross_modal_weight=0.5)).eval()
+    inputs = tiny_inputs(model.config)
+    inputs.pop("training_step")
+    enc = model.encoder
+    with torch.no_grad():
+        out = model(**inputs)
+        from_cube, from_spectrum = model(cube=inputs["cube"]), model(spectrum=inputs["spectrum"])
+        expected = torch.nn.functional.mse_loss(
+            enc.normalize_spectrum(from_cube.spectrum), enc.normalize_spectrum(inputs["spectrum_labels"])
+        ) + torch.nn.functional.mse_loss(enc.normalize_cube(from_spectrum.cube), enc.normalize_cube(inputs["cube_labels"]))
+        torch.testing.assert_close(out.cross_modal_loss, expected, rtol=1e-4, atol=1e-6)
+        model.config.cross_modal_weight = 0.0
+        without = model(**inputs)
+        torch.testing.assert_close(out.loss - without.loss, 0.5 * expected, rtol=1e-4, atol=1e-6)
+        assert float(without.cross_modal_loss) == 0.0
+        model.config.cross_modal_weight = 0.5
+        one = model(cube=inputs["cube"], cube_labels=inputs["cube_labels"], spectrum_labels=inputs["spectrum_labels"])
+        assert float(one.cross_modal_loss) == 0.0  # one modality: nothing to cross
+    with pytest.raises(ValueError, match="cross_modal_weight must be >= 0"):
+        tiny_config(cross_modal_weight=-1.0)

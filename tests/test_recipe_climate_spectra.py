@@ -49,10 +49,11 @@ def test_recipe_runs_writes_card_and_resumes(tiny_data, tmp_path):
     assert metrics["global_step"] == 6
     for key in ("spectrum/spectral_angle_deg", "spectrum/nrmse", "spectrum/r2", "climate/rmse/T", "climate/ssim",
                 "baseline_spectrum/r2", "task_loss/climate", "task_loss/spectrum", "spectrum/skill_vs_train_mean",
-                "cross_modal_loss", "cross_modal/spectrum_from_cube", "cross_modal/climate_from_spectrum"):
+                "cross_modal_loss", "cross_modal/spectrum_from_cube", "cross_modal/climate_from_spectrum",
+                "ridge_spectrum/r2", "ridge_spectrum/nrmse", "ridge_spectrum/alpha"):
         assert key in test and test[key] == test[key], key  # present and not NaN
     card = (out / "README.md").read_text()
-    assert "spectral angle" in card and "spectra_pred_vs_true.png" in card
+    assert "spectral angle" in card and "spectra_pred_vs_true.png" in card and "ridge baseline" in card
     # resume from the last checkpoint and run 4 more steps
     proc = _run(out, tiny_data, "--resume", "auto", "--max_steps", "10")
     assert "resuming at step 6" in proc.stdout + proc.stderr
@@ -126,7 +127,8 @@ def test_wasp43b_config_trains_and_reports_chi_squared(wasp_data, tmp_path):
     obs = load_observations(wasp_data)
     assert test["samples"] == 1 and test["wasp43b/n_points"] == obs["spectrum"].size == 2 * 17
     assert test["wasp43b/chi2_gcm_forward_model"] == pytest.approx(obs["gcm_chi_squared"])
-    for key in ("chi2_gcm_predicted", "chi2_gcm_predicted_vs_forward_model", "chi2_test_predicted_mean", "chi2_test_forward_model_mean"):
+    for key in ("chi2_gcm_predicted", "chi2_gcm_predicted_vs_forward_model", "chi2_test_predicted_mean", "chi2_test_forward_model_mean",
+                "chi2_test_ridge_mean"):
         value = test[f"wasp43b/{key}"]
         assert 0 < value < float("inf"), key  # finite (NaN fails too)
     assert len(test["wasp43b/gcm_predicted_spectrum"]) == 2

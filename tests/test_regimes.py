@@ -227,21 +227,27 @@ def test_bad_regime_labels_raise():
 
 
 # ------------------------------------------------------------------------------------------------ recipe
-def test_ensure_dataset_regenerates_a_default_without_regimes(tmp_path, monkeypatch):
-    from astrobio_hf.recipes import train_cnn_vit as recipe
+def test_planet_population_is_synthesised_once_and_again_when_outdated(tmp_path):
+    """ensure_planet_population writes the population when missing, leaves a current one alone, and writes it again
+    when its settings differ or when it was written without regime labels (real synthesis of tiny planets)."""
+    from astrobio_hf.data.synth import ensure_planet_population
 
-    calls = []
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(recipe, "synthesize_planets", lambda *a, **k: calls.append(a))
-    args = recipe.DataArguments()
-    recipe.ensure_dataset(args)  # missing
-    (tmp_path / "data" / "synthetic").mkdir(parents=True)
-    (tmp_path / "data" / "synthetic" / "schema.json").write_text(json.dumps({"planet_regime_names": None}))
-    recipe.ensure_dataset(args)  # outdated: written without regime labels
-    (tmp_path / "data" / "synthetic" / "schema.json").write_text(json.dumps({"planet_regime_names": REGIMES}))
-    recipe.ensure_dataset(args)  # current: left alone
-    recipe.ensure_dataset(recipe.DataArguments(data_dir=str(tmp_path / "elsewhere")))  # not the default: left alone
-    assert len(calls) == 2
+    small = {"n_planets": 3, "n_climate_steps": 2, "n_levels": 2, "n_lat": 4, "n_lon": 8}
+    schema_file = tmp_path / "schema.json"
+    schema = ensure_planet_population(tmp_path, **small)  # missing
+    assert schema.planet_regime_names == list(REGIMES) and schema.spectrum_wavelengths is not None
+    written = schema_file.stat().st_mtime_ns
+    ensure_planet_population(tmp_path, **small)  # current: left alone
+    assert schema_file.stat().st_mtime_ns == written
+    stale = json.loads(schema_file.read_text())
+    stale.pop("planet_regime_names")
+    stale.pop("planet_regime_rule")
+    schema_file.write_text(json.dumps(stale))  # no labels, and shards with a column this schema does not name
+    assert ensure_planet_population(tmp_path, **small).planet_regime_names == list(REGIMES)  # unreadable: rewritten
+    written = schema_file.stat().st_mtime_ns
+    again = ensure_planet_population(tmp_path, **{**small, "n_climate_steps": 3})  # other settings: rewritten
+    assert schema_file.stat().st_mtime_ns != written
+    assert {n for shards in again.splits.values() for shard in shards for n in shard.n_time} == {3}
 
 
 def test_tiny_recipe_reports_regime_metrics_against_baselines(tmp_path):

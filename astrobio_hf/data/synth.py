@@ -70,12 +70,15 @@ __all__ = [
     "PLANET_PARAM_NAMES",
     "PLANET_PARAM_RANGES",
     "PLANET_PARAM_UNITS",
+    "PLANET_POPULATION",
+    "PLANET_POPULATION_DIR",
     "REGIME_NAMES",
     "REGIME_RULE",
     "REGIME_THRESHOLDS_K",
     "VARIABLE_NAMES",
     "VARIABLE_UNITS",
     "emission_spectrum",
+    "ensure_planet_population",
     "global_mean_surface_temperature",
     "planck_radiance",
     "planet_constants",
@@ -530,3 +533,39 @@ def synthesize_planets(
     logger.info("planet regimes %s per split: %s", list(REGIME_NAMES), counts)
     logger.info("synthetic dataset written to %s in %.1f s", output_dir, time.perf_counter() - start)
     return schema
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The planet population of the planet-level families
+# ------------------------------------------------------------------------------------------------------------
+#: Where the planet-level families (climate_spectra, cnn_vit) keep their embedded default, and how it is made:
+#: what they learn varies from planet to planet (the spectrum-climate relation through gravity and composition, the
+#: planet parameters, the regime), so they need many planets more than long series: 96 planets (64 for training,
+#: 16 validation, 16 test) of 8 climate steps, as many frames as the 24 x 24 of data/synthetic.
+PLANET_POPULATION_DIR = "data/planets"
+PLANET_POPULATION = {"n_planets": 96, "n_climate_steps": 8, "seed": 0}
+
+
+def ensure_planet_population(data_dir: str | os.PathLike = PLANET_POPULATION_DIR, **overrides) -> DatasetSchema:
+    """The schema of the planet population in ``data_dir``, synthesised first (``synthesize_planets`` with
+    ``PLANET_POPULATION``, updated by ``overrides``) when it is missing, or was written by an older version without
+    spectra or regime labels, or with other generator settings. Call it from one process."""
+    settings = {**PLANET_POPULATION, **overrides}
+    path = os.path.join(data_dir, "schema.json")
+    reason = "missing"
+    try:
+        schema = DatasetSchema.from_dir(data_dir) if os.path.isfile(path) else None
+    except ValueError as e:  # written by an older version whose shards this one no longer reads, or broken
+        schema, reason = None, f"unreadable: {e}"
+    if schema is not None:
+        generator = (schema.extra or {}).get("generator", {})
+        n_planets = sum(len(v) for v in generator.get("splits", {}).values())
+        n_steps = {n for split in schema.splits.values() for shard in split for n in shard.n_time}
+        if schema.spectrum_wavelengths is None or schema.planet_regime_names is None:
+            reason = "outdated: no spectra or regime labels"
+        elif (n_planets, n_steps, generator.get("seed")) != (settings["n_planets"], {settings["n_climate_steps"]}, settings["seed"]):
+            reason = f"other settings: {n_planets} planets, climate steps {sorted(n_steps)}, seed {generator.get('seed')}"
+        else:
+            return schema
+    logger.warning("synthesising the planet population %s into %s (%s)", settings, data_dir, reason)
+    return synthesize_planets(data_dir, **settings)

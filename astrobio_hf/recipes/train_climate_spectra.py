@@ -2,8 +2,8 @@
 
     accelerate launch recipes/train_climate_spectra.py [recipes/configs/climate_spectra/<name>.yaml] [--key value ...]
 
-With no arguments it (re)synthesises the embedded default planets with spectra into data/synthetic when that
-directory has no spectra yet, trains, then evaluates the EMA weights of the best checkpoint on the held-out test
+With no arguments it uses the planet population in data/planets (the embedded default of the planet-level families:
+96 synthetic planets with spectra and regime labels, 8 climate steps each; synthesised on first use, ~30 s), trains, then evaluates the EMA weights of the best checkpoint on the held-out test
 planets and writes to runs/climate_spectra: config.json, model.safetensors, README.md (model card), metrics.json,
 plots/ (predicted vs true spectra with error bars, loss curves), logs/ and checkpoints/.
 
@@ -56,10 +56,15 @@ from astrobio_hf.data.streaming import (
     collate_windows,
     count_windows,
 )
-from astrobio_hf.data.synth import synthesize_planets
+from astrobio_hf.data.synth import (
+    PLANET_POPULATION,
+    PLANET_POPULATION_DIR,
+    ensure_planet_population,
+)
 from astrobio_hf.hub.init_from import init_weights_from
 from astrobio_hf.hub.training_push import HubPusher
 from astrobio_hf.metrics import LatitudeWeightedRMSE, SSIMPerLevel
+from astrobio_hf.metrics.baselines import fit_ridge
 from astrobio_hf.models.climate_spectra import (
     ClimateSpectraConfig,
     ClimateSpectraForMultiTask,
@@ -86,7 +91,7 @@ from astrobio_hf.training.tracking import (
 
 logger = logging.getLogger("astrobio_hf.recipes.train_climate_spectra")
 
-DEFAULT_DATA_DIR = "data/synthetic"
+DEFAULT_DATA_DIR = PLANET_POPULATION_DIR
 TASKS = ("climate", "spectrum")
 
 
@@ -96,7 +101,8 @@ class DataArguments:
 
     data_dir: str = field(default=DEFAULT_DATA_DIR, metadata={"help": "Shards + schema.json with spectra; the embedded default is (re)synthesised here when it has none."})
     dataset: str = field(default="synthetic", metadata={"help": "synthetic | wasp43b: the builder that makes data_dir on first use (wasp43b: astrobio_hf.data.spectra, nemesispy's GCM + forward model)."})
-    n_planets: int = field(default=24, metadata={"help": "Planets in the embedded default (only when it is synthesised)."})
+    n_planets: int = field(default=PLANET_POPULATION["n_planets"], metadata={"help": "Planets of the embedded default (the planet population; used when it is synthesised)."})
+    n_climate_steps: int = field(default=PLANET_POPULATION["n_climate_steps"], metadata={"help": "Climate steps per planet of the embedded default."})
     n_samples: int = field(default=40, metadata={"help": "Perturbed GCMs of a WASP-43b dataset built on first use (~5 s each)."})
     context_steps: int = field(default=2, metadata={"help": "Tc: climate steps per sample (the window's target frames)."})
     stride: int = field(default=1, metadata={"help": "Climate steps between consecutive training windows."})
@@ -111,11 +117,13 @@ class ModelArguments:
     hidden_size: int = 128
     num_fusion_layers: int = 2
     norm_groups: int = 4
-    profile_pathway: bool = field(default=True, metadata={"help": "Linear skip from the area-weighted global-mean profiles of the cube to the spectra."})
+    column_pathway: bool = field(default=True, metadata={"help": "Per-column emission network from the cube straight to the spectra, summed over the disc."})
+    column_hidden_size: int = field(default=64, metadata={"help": "Hidden width of the column network (0: linear in the area-weighted mean profiles)."})
     loss_mode: str = field(default="uncertainty", metadata={"help": "fixed | uncertainty | adaptive"})
     task_weights: str = field(default='{"climate": 1.0, "spectrum": 1.0}', metadata={"help": "JSON dict task -> initial weight."})
     adaptive_temperature: float = 2.0
     adaptive_warmup_steps: int = 20
+    cross_modal_weight: float = field(default=0.0, metadata={"help": "Weight of the cross-modal losses (each modality's latent alone decoded into the other) on batches with both modalities."})
     consistency_weight: float = 0.1
     smoothness_weight: float = 0.01
     physics_warmup_steps: int = 50
@@ -138,9 +146,8 @@ def ensure_dataset(data_args: DataArguments) -> None:
             build_spectra_dataset(data_args.data_dir, n_samples=data_args.n_samples, seed=0)
         if not (Path(data_args.data_dir) / GCM_CUBE_FILE).is_file():
             write_gcm_cube(data_args.data_dir)
-    elif data_args.data_dir == DEFAULT_DATA_DIR and (not path.is_file() or json.loads(path.read_text()).get("spectrum_wavelengths") is None):
-        logger.info("synthesising the embedded default with spectra (%d planets) into %s", data_args.n_planets, DEFAULT_DATA_DIR)
-        synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
+    elif data_args.data_dir == DEFAULT_DATA_DIR:
+        ensure_planet_population(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, n_climate_steps=data_args.n_climate_steps)
 
 
 GCM_CUBE_FILE = "gcm_cube.npy"
@@ -233,6 +240,39 @@ def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shu
 
 
 # ------------------------------------------------------------------------------------------------------
+# Ridge baseline: the spectra of every climate step from the area-weighted global-mean profile of every normalised
+# cube channel (the features of a linear column pathway), fitted in closed form on the training windows
+# ------------------------------------------------------------------------------------------------------
+def profile_features(cube: torch.Tensor, model) -> torch.Tensor:
+    """(B, V, Tc, Tg, Z, Y, X) physical cube -> (B*Tc, V*Tg*Z + 1): cos(latitude)-weighted global mean of every
+    normalised channel (variable, geological step, level) per climate step, and a constant 1."""
+    config = model.config
+    frames = model.encoder.normalize_cube(cube.double())
+    lat = torch.deg2rad(torch.tensor(config.lat_values, dtype=torch.float64, device=cube.device))
+    weights = torch.cos(lat).clamp_min(0)
+    weights = weights / (weights.sum() * config.num_lon)
+    profile = torch.einsum("bvtgzyx,y->btvgz", frames, weights).flatten(2).flatten(0, 1)  # (B*Tc, V*Tg*Z)
+    return torch.cat([profile, torch.ones(profile.shape[0], 1, dtype=profile.dtype, device=profile.device)], dim=1)
+
+
+def fit_spectrum_ridge(train_loader, val_loader, model, accelerator) -> dict:
+    device = accelerator.device
+    return fit_ridge(
+        train_loader, val_loader, lambda b: profile_features(b["labels"].to(device), model),
+        lambda b: model.encoder.normalize_spectrum(b["spectrum"].to(device).double()).flatten(2).flatten(0, 1),
+        accelerator, name="spectrum ridge",
+    )
+
+
+def ridge_spectrum(ridge: dict, cube: torch.Tensor, model) -> torch.Tensor:
+    """(B, Tc, P, W) spectra of the ridge baseline, the dataset's spectrum units."""
+    config = model.config
+    flat = profile_features(cube, model) @ ridge["weights"]  # (B*Tc, P*W), normalised
+    spectra = flat.reshape(cube.shape[0], config.context_steps, config.num_phases, config.num_wavelengths)
+    return spectra * model.encoder.spectrum_std.double() + model.encoder.spectrum_mean.double()
+
+
+# ------------------------------------------------------------------------------------------------------
 # Evaluation
 # ------------------------------------------------------------------------------------------------------
 class SpectrumMetrics:
@@ -266,13 +306,14 @@ class SpectrumMetrics:
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, with_ssim=False, max_batches=0, observations=None) -> dict:
-    """Cross-modal evaluation: spectra from the cube alone, cube from the spectra alone (+ train-mean baselines)."""
+def evaluate(model, loader, accelerator, with_ssim=False, max_batches=0, observations=None, ridge=None) -> dict:
+    """Cross-modal evaluation: spectra from the cube alone, cube from the spectra alone (+ train-mean baselines,
+    and the spectra of the `ridge` baseline when given)."""
     model.eval()
     config = model.config
     device = accelerator.device
     W = config.num_wavelengths
-    emulation, baseline_spec = SpectrumMetrics(W, device), SpectrumMetrics(W, device)
+    emulation, baseline_spec, ridge_spec = (SpectrumMetrics(W, device) for _ in range(3))
     rmse = {k: LatitudeWeightedRMSE(config.lat_values, config.variable_names).to(device) for k in ("model", "baseline")}
     data_range = {v: 6.0 * float(torch.tensor(s).mean()) for v, s in zip(config.variable_names, config.norm_std)}
     kernel = min(7, config.num_lat - 1)
@@ -280,7 +321,7 @@ def evaluate(model, loader, accelerator, with_ssim=False, max_batches=0, observa
     ssim = SSIMPerLevel(config.variable_names, data_range, config.num_levels, kernel_size=kernel).to(device) if with_ssim else None
     # loss, samples, per-task losses, cross-modal losses (spectra from the cube, cube from the spectra; normalised MSE)
     sums = torch.zeros(5 + len(TASKS), device=device, dtype=torch.float64)
-    chi2 = torch.zeros(3, device=device, dtype=torch.float64)  # sum over samples of chi2(predicted), chi2(true), count
+    chi2 = torch.zeros(4, device=device, dtype=torch.float64)  # sums over samples of chi2 (predicted, true, ridge), count
     if observations is not None:
         obs, err = observations["spectrum"].to(device), observations["error"].to(device)
     for i, batch in enumerate(loader):
@@ -301,9 +342,13 @@ def evaluate(model, loader, accelerator, with_ssim=False, max_batches=0, observa
             enc.normalize_spectrum(target_spec).double().square().mean(),  # the train-mean spectrum's normalised MSE
         ])
         emulation.update(from_cube.spectrum.float(), target_spec)
+        ridge_pred = ridge_spectrum(ridge, full["cube_labels"], model) if ridge is not None else None
+        if ridge_pred is not None:
+            ridge_spec.update(ridge_pred.float(), target_spec)
         if observations is not None:  # each sample's predicted and forward-model phase spectra vs the observations
             c_pred, c_true = chi_squared_rows(from_cube.spectrum, obs, err), chi_squared_rows(target_spec, obs, err)
-            chi2 += torch.stack([c_pred.sum(), c_true.sum(), torch.tensor(float(c_pred.numel()), device=device, dtype=torch.float64)])
+            c_ridge = chi_squared_rows(ridge_pred, obs, err) if ridge_pred is not None else torch.zeros_like(c_pred)
+            chi2 += torch.stack([c_pred.sum(), c_true.sum(), c_ridge.sum(), torch.tensor(float(c_pred.numel()), device=device, dtype=torch.float64)])
         baseline_spec.update(model.encoder.spectrum_mean.expand_as(target_spec), target_spec)
         retrieved = from_spectrum.cube.float()
         clim = (model.encoder.norm_mean[None, :, None, None, :, None, None]).expand_as(target_cube)
@@ -316,8 +361,10 @@ def evaluate(model, loader, accelerator, with_ssim=False, max_batches=0, observa
     if observations is not None:
         result.update(gcm_chi_squared(model, observations, device))
         chi2 = accelerator.reduce(chi2, reduction="sum")
-        result["wasp43b/chi2_test_predicted_mean"] = (chi2[0] / chi2[2]).item()
-        result["wasp43b/chi2_test_forward_model_mean"] = (chi2[1] / chi2[2]).item()
+        result["wasp43b/chi2_test_predicted_mean"] = (chi2[0] / chi2[3]).item()
+        result["wasp43b/chi2_test_forward_model_mean"] = (chi2[1] / chi2[3]).item()
+        if ridge is not None:
+            result["wasp43b/chi2_test_ridge_mean"] = (chi2[2] / chi2[3]).item()
     result.update({f"task_loss/{t}": (sums[2 + j] / sums[1]).item() for j, t in enumerate(TASKS)})
     result["cross_modal/spectrum_from_cube"] = (sums[-3] / sums[1]).item()
     result["cross_modal/climate_from_spectrum"] = (sums[-2] / sums[1]).item()
@@ -327,6 +374,9 @@ def evaluate(model, loader, accelerator, with_ssim=False, max_batches=0, observa
     result["cross_modal_loss"] = result["cross_modal/spectrum_from_cube"] + result["cross_modal/climate_from_spectrum"]
     result.update({f"spectrum/{k}": v for k, v in emulation.compute(accelerator).items()})
     result.update({f"baseline_spectrum/{k}": v for k, v in baseline_spec.compute(accelerator).items()})
+    if ridge is not None:
+        result.update({f"ridge_spectrum/{k}": v for k, v in ridge_spec.compute(accelerator).items()})
+        result["ridge_spectrum/alpha"] = ridge["alpha"]
     for name, metric in rmse.items():
         for k, v in metric.compute().items():
             result[f"{'climate' if name == 'model' else 'baseline_climate'}/{k}"] = v.item()
@@ -424,16 +474,16 @@ def write_report(output_dir: Path, model, test: dict, state, schema, sample_load
         ax.set_ylabel("training loss")
         fig.savefig(plots / "loss_curve.png", dpi=110)
         plt.close(fig)
+    nan = float("nan")
     rows = [
-        ("spectra from the cube: spectral angle [deg]", test["spectrum/spectral_angle_deg"], test["baseline_spectrum/spectral_angle_deg"]),
-        ("spectra from the cube: NRMSE", test["spectrum/nrmse"], test["baseline_spectrum/nrmse"]),
-        ("spectra from the cube: R2", test["spectrum/r2"], test["baseline_spectrum/r2"]),
-        ("spectra from the cube: skill vs the train-mean spectrum (1 - MSE/MSE_baseline)", test["spectrum/skill_vs_train_mean"], 0.0),
-        *((f"climate from the spectra: lat-weighted RMSE {v}", test[f"climate/rmse/{v}"], test[f"baseline_climate/rmse/{v}"]) for v in config.variable_names),
+        *((f"spectra from the cube: {label}", test[f"spectrum/{key}"], test[f"baseline_spectrum/{key}"], test.get(f"ridge_spectrum/{key}", nan))
+          for label, key in (("spectral angle [deg]", "spectral_angle_deg"), ("NRMSE", "nrmse"), ("R2", "r2"))),
+        ("spectra from the cube: skill vs the train-mean spectrum (1 - MSE/MSE_baseline)", test["spectrum/skill_vs_train_mean"], 0.0, nan),
+        *((f"climate from the spectra: lat-weighted RMSE {v}", test[f"climate/rmse/{v}"], test[f"baseline_climate/rmse/{v}"], nan) for v in config.variable_names),
     ]
     if "climate/ssim" in test:
-        rows.append(("climate from the spectra: SSIM (mean)", test["climate/ssim"], float("nan")))
-    table = "\n".join(f"| {name} | {m:.4g} | {b:.4g} |" for name, m, b in rows)
+        rows.append(("climate from the spectra: SSIM (mean)", test["climate/ssim"], nan, nan))
+    table = "\n".join(f"| {name} | {m:.4g} | {b:.4g} | {'' if math.isnan(r) else f'{r:.4g}'} |" for name, m, b, r in rows)
     wasp = ""
     if observations is not None:
         plot_phase_spectra(plots / "phase_spectra_vs_observed.png", observations, test, config)
@@ -450,6 +500,7 @@ chi-squared = sum over {len(observations['phases'])} phases x {len(observations[
 | this model's prediction from the unperturbed GCM cube | {test['wasp43b/chi2_gcm_predicted']:.1f} | {test['wasp43b/chi2_gcm_predicted'] / n:.2f} |
 | test samples (perturbed GCMs): forward model, mean | {test['wasp43b/chi2_test_forward_model_mean']:.1f} | {test['wasp43b/chi2_test_forward_model_mean'] / n:.2f} |
 | test samples: this model's prediction from the cube, mean | {test['wasp43b/chi2_test_predicted_mean']:.1f} | {test['wasp43b/chi2_test_predicted_mean'] / n:.2f} |
+| test samples: the ridge baseline's prediction from the cube, mean | {test.get('wasp43b/chi2_test_ridge_mean', nan):.1f} | {test.get('wasp43b/chi2_test_ridge_mean', nan) / n:.2f} |
 
 The prediction from the unperturbed GCM cube differs from that cube's forward-model spectrum by chi-squared
 {test['wasp43b/chi2_gcm_predicted_vs_forward_model']:.1f} (same errors): the emulation error in units of the observational errors.
@@ -471,9 +522,13 @@ Data: `{schema.source}`; spectra: {schema.spectrum_model}
 
 ## Test results (held-out planets, {test['samples']} samples, EMA weights of the best checkpoint)
 
-| metric | model | train-mean baseline |
-|---|---|---|
+| metric | model | train-mean baseline | ridge baseline |
+|---|---|---|---|
 {table}
+
+Ridge baseline: the spectra of every climate step regressed in closed form on the cos(latitude)-weighted global-mean
+profile of every normalised cube channel, on the same training windows (penalty chosen on validation:
+{test.get('ridge_spectrum/alpha', nan):g} x mean diagonal of X^T X).
 
 Trained {state.global_step} optimizer steps in {train_seconds:.0f} s.
 
@@ -522,10 +577,11 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. Config and model; sizes come from the schema.
     config = ClimateSpectraConfig.from_schema(
         schema, context_steps=data_args.context_steps, cube_channels=model_args.cube_channels,
-        hidden_size=model_args.hidden_size, num_fusion_layers=model_args.num_fusion_layers, norm_groups=model_args.norm_groups, profile_pathway=model_args.profile_pathway,
+        hidden_size=model_args.hidden_size, num_fusion_layers=model_args.num_fusion_layers, norm_groups=model_args.norm_groups,
+        column_pathway=model_args.column_pathway, column_hidden_size=model_args.column_hidden_size,
         loss_mode=model_args.loss_mode, task_weights=json.loads(model_args.task_weights),
         adaptive_temperature=model_args.adaptive_temperature, adaptive_warmup_steps=model_args.adaptive_warmup_steps,
-        consistency_weight=model_args.consistency_weight, smoothness_weight=model_args.smoothness_weight,
+        cross_modal_weight=model_args.cross_modal_weight, consistency_weight=model_args.consistency_weight, smoothness_weight=model_args.smoothness_weight,
         physics_warmup_steps=model_args.physics_warmup_steps,
     )
     model = ClimateSpectraForMultiTask(config)
@@ -575,7 +631,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 10. The loop. Task losses and weights accumulate as tensors; one sync per logging step.
     progress = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_main_process, desc="train")
-    running = torch.zeros(2 + 2 * len(TASKS) + 2, device=accelerator.device)  # loss, count, task losses, weights, consistency, smoothness
+    running = torch.zeros(2 + 2 * len(TASKS) + 3, device=accelerator.device)  # loss, count, task losses, weights, consistency, smoothness, cross-modal
     stop = state.global_step >= total_steps
     timer = LoopTimer(skip_steps=2)
     model.train()
@@ -596,7 +652,7 @@ def main(argv: list[str] | None = None) -> dict:
             running += torch.stack([
                 loss.detach().float(), torch.ones((), device=running.device),
                 *(out.task_losses[t].float() for t in TASKS), *(out.task_weights[t].float() for t in TASKS),
-                out.consistency_loss.float(), out.smoothness_loss.float(),
+                out.consistency_loss.float(), out.smoothness_loss.float(), out.cross_modal_loss.float(),
             ])
             if not accelerator.sync_gradients:
                 continue
@@ -612,7 +668,7 @@ def main(argv: list[str] | None = None) -> dict:
                 means = (accelerator.reduce(running, reduction="mean") / running[1].clamp_min(1)).tolist()
                 running.zero_()
                 logs = {"train/loss": means[0], "train/lr": lr_scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
-                        "train/consistency": means[-2], "train/smoothness": means[-1],
+                        "train/consistency": means[-3], "train/smoothness": means[-2], "train/cross_modal": means[-1],
                         "train/smoothness_weight": float(out.smoothness_weight)}
                 logs.update({f"train/loss_{t}": means[2 + j] for j, t in enumerate(TASKS)})
                 logs.update({f"train/weight_{t}": means[2 + len(TASKS) + j] for j, t in enumerate(TASKS)})
@@ -643,10 +699,14 @@ def main(argv: list[str] | None = None) -> dict:
                 break
     progress.close()
 
-    # 11. Final model = EMA weights of the best checkpoint; test on held-out planets.
+    # 11. Final model = EMA weights of the best checkpoint; test on held-out planets beside the ridge baseline
+    # (fitted on the same training windows; it uses only the fixed normalisation statistics of the model).
     checkpoints.restore_best_weights(state)
+    ridge = fit_spectrum_ridge(
+        make_loader(data_args.data_dir, "train", schema, data_args, train_args, accelerator, shuffle=False), val_loader, unwrapped, accelerator
+    )
     with ema_weights(ema, unwrapped):
-        test = evaluate(unwrapped, test_loader, accelerator, with_ssim=True, observations=observations)
+        test = evaluate(unwrapped, test_loader, accelerator, with_ssim=True, observations=observations, ridge=ridge)
         if accelerator.is_main_process:
             unwrapped.save_pretrained(output_dir, safe_serialization=True)
             write_report(output_dir, unwrapped, test, state, schema,

@@ -2,11 +2,12 @@
 
     accelerate launch recipes/train_cnn_vit.py [recipes/configs/cnn_vit/<name>.yaml] [--key value ...]
 
-With no arguments it uses (and, when missing, synthesises) the embedded default planets in data/synthetic, trains,
+With no arguments it uses the planet population in data/planets (the embedded default of the planet-level families:
+96 synthetic planets, 8 climate steps each; synthesised on first use, ~30 s), trains,
 and evaluates the EMA weights of the best checkpoint on the held-out test planets: R2 and RMSE per parameter and
 the calibration of the predicted uncertainty, beside a ridge regression on pooled cube features fitted in the same
 run on the same training windows. When the dataset has planet regime labels (the schema's `planet_regime_names`; the
-embedded default has frozen / temperate / warm by global-mean surface temperature), the model also classifies the
+planet population has frozen / temperate / warm by global-mean surface temperature), the model also classifies the
 regime (cross-entropy x `regime_loss_weight` in the loss) and the test reports accuracy, macro-F1 and a confusion
 matrix beside two baselines fitted in the same run: the majority class of the training windows and a multinomial
 logistic regression on the ridge's pooled cube features. Writes to runs/cnn_vit: config.json, model.safetensors, README.md (card with
@@ -48,9 +49,14 @@ from astrobio_hf.data.streaming import (
     collate_windows,
     count_windows,
 )
-from astrobio_hf.data.synth import synthesize_planets
+from astrobio_hf.data.synth import (
+    PLANET_POPULATION,
+    PLANET_POPULATION_DIR,
+    ensure_planet_population,
+)
 from astrobio_hf.hub.init_from import init_weights_from
 from astrobio_hf.hub.training_push import HubPusher
+from astrobio_hf.metrics.baselines import fit_ridge as fit_ridge_baseline
 from astrobio_hf.models.cnn_vit import CnnVitConfig, CnnVitForParameterRegression
 from astrobio_hf.models.cnn_vit.modeling_cnn_vit import log_statistics
 from astrobio_hf.training import (
@@ -76,10 +82,9 @@ from astrobio_hf.training.tracking import (
 
 logger = logging.getLogger("astrobio_hf.recipes.train_cnn_vit")
 
-DEFAULT_DATA_DIR = "data/synthetic"
+DEFAULT_DATA_DIR = PLANET_POPULATION_DIR
 NO_DECAY_NAMES = ("cls_token", "position_embeddings")
 BEST_METRICS = {"nrmse": "model/nrmse_mean", "loss": "loss"}
-RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 LOGISTIC_L2 = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # L2 penalties of the logistic-regression regime baseline
 REGIME_SYSTEMS = ("model", "majority", "logistic")
 
@@ -89,7 +94,8 @@ class DataArguments:
     """Where the shards are and how windows are cut from them."""
 
     data_dir: str = field(default=DEFAULT_DATA_DIR, metadata={"help": "Shards + schema.json; the embedded default is synthesised here when missing."})
-    n_planets: int = field(default=24, metadata={"help": "Planets in the embedded default (only when it is synthesised)."})
+    n_planets: int = field(default=PLANET_POPULATION["n_planets"], metadata={"help": "Planets of the embedded default (the planet population; used when it is synthesised)."})
+    n_climate_steps: int = field(default=PLANET_POPULATION["n_climate_steps"], metadata={"help": "Climate steps per planet of the embedded default."})
     context_steps: int = field(default=4, metadata={"help": "Tc: climate steps in each input window."})
     stride: int = field(default=1, metadata={"help": "Climate steps between consecutive training windows."})
     shuffle_buffer: int = field(default=256, metadata={"help": "Windows in the streaming shuffle buffer (0 = stream order)."})
@@ -141,18 +147,10 @@ def model_inputs(batch: dict, device: torch.device) -> dict:
 
 
 def ensure_dataset(data_args: DataArguments) -> None:
-    """Synthesise the embedded default on first use (main process only), and again when data/synthetic was written by
-    an older version without planet regime labels (schema.json without `planet_regime_names`)."""
-    path = Path(DEFAULT_DATA_DIR) / "schema.json"
-    if data_args.data_dir != DEFAULT_DATA_DIR:
-        return
-    if path.is_file() and json.loads(path.read_text()).get("planet_regime_names") is not None:
-        return
-    logger.info(
-        "synthesising the embedded default (%d planets) into %s (%s)", data_args.n_planets, DEFAULT_DATA_DIR,
-        "outdated: no planet regime labels" if path.is_file() else "missing",
-    )
-    synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
+    """Synthesise the planet population (the embedded default of the planet-level families) on first use, and again
+    when it was written by an older version or with other settings (main process only); other data_dirs as they are."""
+    if data_args.data_dir == DEFAULT_DATA_DIR:
+        ensure_planet_population(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, n_climate_steps=data_args.n_climate_steps)
 
 
 def roll_longitude(inputs: dict) -> dict:
@@ -217,32 +215,13 @@ def _normalised_targets(params: torch.Tensor, config: CnnVitConfig) -> torch.Ten
     return (params.double() - mean) / std
 
 
-@torch.no_grad()
 def fit_ridge(train_loader, val_loader, config, accelerator) -> dict:
     """Ridge regression of the normalised planet parameters on `pooled_features`; alpha chosen on validation."""
-    def sums(loader):
-        xtx = xty = None
-        for batch in loader:
-            x = pooled_features(batch["inputs"].to(accelerator.device), config)
-            y = _normalised_targets(batch["planet_params"].to(accelerator.device), config)
-            xtx = x.T @ x if xtx is None else xtx + x.T @ x
-            xty = x.T @ y if xty is None else xty + x.T @ y
-        return accelerator.reduce(xtx, reduction="sum"), accelerator.reduce(xty, reduction="sum")
-
-    xtx, xty = sums(train_loader)
-    eye = torch.eye(xtx.shape[0], dtype=xtx.dtype, device=xtx.device)
-    eye[-1, -1] = 0.0  # no penalty on the intercept
-    scale = xtx.diagonal().mean()
-    weights = {a: torch.linalg.solve(xtx + a * scale * eye, xty) for a in RIDGE_ALPHAS}
-    sse = torch.zeros(len(RIDGE_ALPHAS), dtype=torch.float64, device=accelerator.device)
-    for batch in val_loader:
-        x = pooled_features(batch["inputs"].to(accelerator.device), config)
-        y = _normalised_targets(batch["planet_params"].to(accelerator.device), config)
-        sse += torch.stack([((x @ w - y) ** 2).sum() for w in weights.values()])
-    sse = accelerator.reduce(sse, reduction="sum")
-    best = RIDGE_ALPHAS[int(torch.argmin(sse))]
-    logger.info("ridge baseline: alpha %g (validation SSE %s)", best, [f"{v:.3g}" for v in sse.tolist()])
-    return {"alpha": best, "weights": weights[best]}
+    device = accelerator.device
+    return fit_ridge_baseline(
+        train_loader, val_loader, lambda b: pooled_features(b["inputs"].to(device), config),
+        lambda b: _normalised_targets(b["planet_params"].to(device), config), accelerator,
+    )
 
 
 def ridge_predict(ridge: dict, inputs: torch.Tensor, config: CnnVitConfig) -> torch.Tensor:

@@ -69,10 +69,15 @@ class ClimateSpectraConfig(GridSizesMixin, PreTrainedConfig):
         hidden_size (`int`, defaults to 64): width of the modality embeddings and the fused latent.
         num_fusion_layers (`int`, defaults to 2): residual MLP blocks on the fused latent.
         norm_groups (`int`, defaults to 4): GroupNorm groups; must divide `cube_channels`.
-        profile_pathway (`bool`, defaults to `True`): add a linear map of the cos(latitude)-weighted global-mean
-            profile of every normalised cube channel straight to the spectrum head's output (when the cube is
-            given): disc-integrated emission depends to first order on these mean profiles, and a linear map of
-            them generalises from few planets where the convolutional encoder alone does not.
+        column_pathway (`bool`, defaults to `True`): add a per-column emission network straight from the normalised
+            cube to the spectra (when the cube is given): every (latitude, longitude) column's channels (variable,
+            geological step, level) go through 1x1 convolutions to a (P, W) emission, and the disc integral is a
+            weighted sum over columns: cos(latitude) area weights with one phase, learned weights per phase
+            (initialised at the area weights) with several. This is the structure of disc-integrated emission
+            (columns emit, the observer sums the visible disc) and generalises from few planets where the
+            convolutional encoder alone does not.
+        column_hidden_size (`int`, defaults to 64): width of the column network's two hidden 1x1 layers; 0 makes it
+            linear, i.e. a linear map of the area-weighted global-mean profile of every normalised channel.
         loss_mode (`str`, defaults to `"uncertainty"`): how the task losses are combined: `"fixed"` (the
             `task_weights`), `"uncertainty"` (Kendall et al. 2018: learned log-variances s_i,
             `sum_i exp(-s_i) L_i + s_i`, s_i initialised at `-log(task_weights[i])`), or `"adaptive"`
@@ -82,6 +87,10 @@ class ClimateSpectraConfig(GridSizesMixin, PreTrainedConfig):
         task_weights (`dict[str, float]`, defaults to 1 each): initial weight of `"climate"` and `"spectrum"`.
         adaptive_temperature (`float`, defaults to 2.0): T of the adaptive mode.
         adaptive_warmup_steps (`int`, defaults to 20): training steps that use the initial weights (adaptive mode).
+        cross_modal_weight (`float`, defaults to 0.0): with both modalities and both targets, also decode the latent
+            of each modality alone (the fusion blocks on one embedding) into the other modality, and add this weight
+            times the sum of the two cross-modal losses (spectra from the cube alone, climate fields from the spectra
+            alone; normalised MSE) to the loss: the tasks the evaluation measures, trained on every such batch.
         consistency_weight (`float`, defaults to 0.1): weight of the mean squared distance between the cube and
             spectrum embeddings (0 when fewer than two modalities are given).
         smoothness_weight (`float`, defaults to 0.01): final weight of the smoothness (physics) term: mean squared
@@ -115,12 +124,14 @@ class ClimateSpectraConfig(GridSizesMixin, PreTrainedConfig):
     hidden_size: int = 64
     num_fusion_layers: int = 2
     norm_groups: int = 4
-    profile_pathway: bool = True
+    column_pathway: bool = True
+    column_hidden_size: int = 64
     # 4. Losses
     loss_mode: str = "uncertainty"
     task_weights: dict[str, float] = field(default_factory=_default_task_weights)
     adaptive_temperature: float = 2.0
     adaptive_warmup_steps: int = 20
+    cross_modal_weight: float = 0.0
     consistency_weight: float = 0.1
     smoothness_weight: float = 0.01
     physics_warmup_steps: int = 0
@@ -192,8 +203,11 @@ class ClimateSpectraConfig(GridSizesMixin, PreTrainedConfig):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
             setattr(self, name, int(value))
-        if not isinstance(self.profile_pathway, bool):
-            raise TypeError(f"profile_pathway must be a bool, got {self.profile_pathway!r}")
+        if not isinstance(self.column_pathway, bool):
+            raise TypeError(f"column_pathway must be a bool, got {self.column_pathway!r}")
+        if isinstance(self.column_hidden_size, bool) or not isinstance(self.column_hidden_size, numbers.Integral) or self.column_hidden_size < 0:
+            raise ValueError(f"column_hidden_size must be an integer >= 0, got {self.column_hidden_size!r}")
+        self.column_hidden_size = int(self.column_hidden_size)
         if self.cube_channels % self.norm_groups != 0:
             raise ValueError(f"cube_channels={self.cube_channels} must be divisible by norm_groups={self.norm_groups}")
         if self.num_lat % 4 or self.num_lon % 4:
@@ -242,7 +256,7 @@ class ClimateSpectraConfig(GridSizesMixin, PreTrainedConfig):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
             setattr(self, name, value)
-        for name in ("consistency_weight", "smoothness_weight"):
+        for name in ("cross_modal_weight", "consistency_weight", "smoothness_weight"):
             value = finite_float(name, getattr(self, name))
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")

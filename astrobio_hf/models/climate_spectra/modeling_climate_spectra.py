@@ -44,14 +44,11 @@ class ClimateSpectraModelOutput(ModelOutput):
     Args:
         last_hidden_state (`torch.FloatTensor` of shape `(B, Tc, D)`): fused latent per climate step.
         cube_embedding (`torch.FloatTensor` of shape `(B, Tc, D)`, *optional*): embedding of the cube, if given.
-        cube_profile (`torch.FloatTensor` of shape `(B, Tc, V*Tg*Z)`, *optional*): cos(latitude)-weighted global
-            mean of every normalised cube channel (variable, geological step, level), if the cube is given.
         spectrum_embedding (`torch.FloatTensor` of shape `(B, Tc, D)`, *optional*): embedding of the spectra.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     cube_embedding: torch.FloatTensor | None = None
-    cube_profile: torch.FloatTensor | None = None
     spectrum_embedding: torch.FloatTensor | None = None
 
 
@@ -67,6 +64,8 @@ class ClimateSpectraOutput(ModelOutput):
         task_losses (`dict[str, torch.FloatTensor]`, with targets): unweighted loss of each task with a target.
         task_weights (`dict[str, torch.FloatTensor]`, with targets): the weight each task loss had (detached).
         consistency_loss, smoothness_loss (`torch.FloatTensor` of shape `()`, with targets): unweighted terms.
+        cross_modal_loss (`torch.FloatTensor` of shape `()`, with targets): unweighted sum of the two cross-modal
+            losses (0 unless both modalities and targets are given and `config.cross_modal_weight` > 0).
         smoothness_weight (`torch.FloatTensor` of shape `()`, with targets): the scheduled smoothness weight.
         latent (`torch.FloatTensor` of shape `(B, Tc, D)`): the fused latent.
     """
@@ -78,6 +77,7 @@ class ClimateSpectraOutput(ModelOutput):
     task_weights: dict[str, torch.FloatTensor] | None = None
     consistency_loss: torch.FloatTensor | None = None
     smoothness_loss: torch.FloatTensor | None = None
+    cross_modal_loss: torch.FloatTensor | None = None
     smoothness_weight: torch.FloatTensor | None = None
     latent: torch.FloatTensor | None = None
 
@@ -270,6 +270,47 @@ class ClimateSpectraClimateHead(nn.Module):
         return self.conv2(_pad_sphere(hidden))  # (N, V*Tg*Z, Y, X)
 
 
+class ClimateSpectraColumnHead(nn.Module):
+    """(N, V*Tg*Z, Y, X) normalised frames -> (N, P*W) normalised spectra: a per-column emission network (1x1
+    convolutions: each column's channels -> a (P, W) emission) and the disc integral as a weighted sum over columns.
+
+    With one phase the weights are the fixed cos(latitude) area weights over the grid, so the output is invariant to
+    reordering the columns within a latitude band (a rotation in longitude); with several phases every phase has its
+    own learned weights over (Y, X), initialised at the area weights (each phase sees another hemisphere). With
+    `column_hidden_size = 0` the network is linear and the head is a linear map of the area-weighted global-mean
+    profile of every channel.
+    """
+
+    def __init__(self, config: ClimateSpectraConfig):
+        super().__init__()
+        in_channels = config.num_variables * config.geological_steps * config.num_levels
+        out_channels = config.num_phases * config.num_wavelengths
+        hidden = config.column_hidden_size
+        if hidden:
+            self.emission = nn.Sequential(
+                nn.Conv2d(in_channels, hidden, kernel_size=1), nn.SiLU(),
+                nn.Conv2d(hidden, hidden, kernel_size=1), nn.SiLU(),
+                nn.Conv2d(hidden, out_channels, kernel_size=1),
+            )
+        else:
+            self.emission = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+        self.num_phases = config.num_phases
+        if config.num_phases > 1:
+            self.disc_weights = nn.Parameter(self.area_weights(config))  # (P, Y, X), learned
+        else:
+            self.register_buffer("disc_weights", self.area_weights(config), persistent=False)  # (1, Y, X), fixed
+
+    @staticmethod
+    def area_weights(config: ClimateSpectraConfig) -> torch.Tensor:
+        """(P, Y, X) initial disc weights: cos(latitude) area weights summing to 1, the same for every phase."""
+        area = _lat_weights(config.lat_values)[:, None].expand(config.num_lat, config.num_lon) / config.num_lon
+        return area[None].repeat(config.num_phases, 1, 1)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        emission = rearrange(self.emission(frames), "n (p w) y x -> n p w y x", p=self.num_phases)  # per column
+        return rearrange(torch.einsum("npwyx,pyx->npw", emission, self.disc_weights), "n p w -> n (p w)")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Pre-trained model base
 # ------------------------------------------------------------------------------------------------------------
@@ -280,7 +321,6 @@ def _statistics(config: ClimateSpectraConfig) -> dict[str, torch.Tensor]:
         "norm_std": statistics_table(config.norm_std, (V, Z), 1.0),
         "spectrum_mean": statistics_table(config.spectrum_mean, (W,), 0.0),
         "spectrum_std": statistics_table(config.spectrum_std, (W,), 1.0),
-        "lat_weights": _lat_weights(config.lat_values),
     }
 
 
@@ -313,6 +353,10 @@ class ClimateSpectraPreTrainedModel(ClearLoadingErrorsMixin, PreTrainedModel):
                 stats = _statistics(self.config)
             for name, value in stats.items():
                 init.copy_(getattr(module, name), value)
+        elif isinstance(module, ClimateSpectraColumnHead):
+            with torch.device("cpu"):
+                area = module.area_weights(self.config)
+            init.copy_(module.disc_weights, area)
         elif isinstance(module, ClimateSpectraLossCombiner):
             with torch.device("cpu"):
                 w0 = torch.tensor([self.config.task_weights[t] for t in TASK_NAMES])
@@ -366,6 +410,13 @@ class ClimateSpectraModel(ClimateSpectraPreTrainedModel):
     def normalize_spectrum(self, spectrum: torch.Tensor) -> torch.Tensor:
         return (spectrum - self.spectrum_mean) / self.spectrum_std
 
+    def fuse(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
+        """The fused latent (B, Tc, D) of the given modality embeddings: their mean through the fusion blocks."""
+        hidden = torch.stack(embeddings).mean(dim=0)
+        for block in self.fusion:
+            hidden = block(hidden)
+        return hidden
+
     def forward(self, cube: torch.Tensor | None = None, spectrum: torch.Tensor | None = None) -> ClimateSpectraModelOutput:
         """
         Args:
@@ -377,12 +428,10 @@ class ClimateSpectraModel(ClimateSpectraPreTrainedModel):
         embeddings = []
 
         # 1. Cube encoder: every climate step on its own, (geological step, variable, level) as channels
-        cube_embedding = cube_profile = None
+        cube_embedding = None
         if cube is not None:
             frames = rearrange(self.normalize_cube(cube), "b v tc tg z y x -> (b tc) (v tg z) y x")
             cube_embedding = rearrange(self.cube_encoder(frames), "(b tc) d -> b tc d", b=B, tc=Tc)  # (B, Tc, D)
-            profile = torch.einsum("ncyx,y->nc", frames, self.lat_weights) / frames.shape[-1]  # area-weighted means
-            cube_profile = rearrange(profile, "(b tc) c -> b tc c", b=B, tc=Tc)  # (B, Tc, V*Tg*Z)
             embeddings.append(cube_embedding)
 
         # 2. Spectrum encoder: phases x wavelengths of each climate step
@@ -393,12 +442,9 @@ class ClimateSpectraModel(ClimateSpectraPreTrainedModel):
             embeddings.append(spectrum_embedding)
 
         # 3. Fusion: mean of the given modality embeddings, residual MLP blocks
-        hidden = torch.stack(embeddings).mean(dim=0)  # (B, Tc, D)
-        for block in self.fusion:
-            hidden = block(hidden)
+        hidden = self.fuse(embeddings)  # (B, Tc, D)
         return ClimateSpectraModelOutput(
             last_hidden_state=hidden, cube_embedding=cube_embedding, spectrum_embedding=spectrum_embedding,
-            cube_profile=cube_profile,
         )
 
 
@@ -412,10 +458,8 @@ class ClimateSpectraForMultiTask(ClimateSpectraPreTrainedModel):
         super().__init__(config)
         self.encoder = ClimateSpectraModel(config)
         self.climate_head = ClimateSpectraClimateHead(config)
-        # linear skip from the area-weighted mean profiles to the spectra (with the cube): disc-integrated emission
-        # depends to first order on the mean temperature and absorber profiles
-        in_channels = config.num_variables * config.geological_steps * config.num_levels
-        self.profile_head = nn.Linear(in_channels, config.num_phases * config.num_wavelengths) if config.profile_pathway else None
+        # per-column emission summed over the disc, straight from the cube to the spectra (with the cube)
+        self.column_head = ClimateSpectraColumnHead(config) if config.column_pathway else None
         self.spectrum_head = nn.Sequential(
             nn.LayerNorm(config.hidden_size), nn.Linear(config.hidden_size, config.num_phases * config.num_wavelengths)
         )
@@ -423,6 +467,20 @@ class ClimateSpectraForMultiTask(ClimateSpectraPreTrainedModel):
             config.loss_mode, config.task_weights, config.adaptive_temperature, config.adaptive_warmup_steps
         )
         self.post_init()
+
+    def decode(self, latent: torch.Tensor, frames: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised climate fields (B, V, Tc, Tg, Z, Y, X) and spectra (B, Tc, P, W) of a latent (B, Tc, D), plus
+        the column pathway of the normalised frames (B*Tc, V*Tg*Z, Y, X) when given."""
+        V, Tc, Tg, Z = self.config.cube_shape[:4]
+        B = latent.shape[0]
+        flat = rearrange(latent, "b tc d -> (b tc) d")
+        cube_normalized = rearrange(
+            self.climate_head(flat), "(b tc) (v tg z) y x -> b v tc tg z y x", b=B, tc=Tc, v=V, tg=Tg, z=Z
+        )
+        spectrum_flat = self.spectrum_head(flat)  # (B*Tc, P*W)
+        if frames is not None:
+            spectrum_flat = spectrum_flat + self.column_head(frames)
+        return cube_normalized, rearrange(spectrum_flat, "(b tc) (p w) -> b tc p w", b=B, tc=Tc, p=self.config.num_phases)
 
     def forward(
         self,
@@ -454,14 +512,10 @@ class ClimateSpectraForMultiTask(ClimateSpectraPreTrainedModel):
             _check_tensor("spectrum_labels", spectrum_labels, config.spectrum_shape, f"(B, Tc, P, W) = (B, {Tc}, {P}, {W})", B)
 
         # 2. Heads, in normalised units
-        flat = rearrange(latent, "b tc d -> (b tc) d")
-        cube_normalized = rearrange(
-            self.climate_head(flat), "(b tc) (v tg z) y x -> b v tc tg z y x", b=B, tc=Tc, v=V, tg=Tg, z=Z
-        )  # (B, V, Tc, Tg, Z, Y, X)
-        spectrum_flat = self.spectrum_head(flat)  # (B*Tc, P*W)
-        if self.profile_head is not None and encoded.cube_profile is not None:
-            spectrum_flat = spectrum_flat + self.profile_head(rearrange(encoded.cube_profile, "b tc c -> (b tc) c"))
-        spectrum_normalized = rearrange(spectrum_flat, "(b tc) (p w) -> b tc p w", b=B, tc=Tc, p=P)  # (B, Tc, P, W)
+        frames = None
+        if self.column_head is not None and cube is not None:
+            frames = rearrange(self.encoder.normalize_cube(cube), "b v tc tg z y x -> (b tc) (v tg z) y x")
+        cube_normalized, spectrum_normalized = self.decode(latent, frames)
 
         # 3. Physical units
         enc = self.encoder
@@ -488,6 +542,17 @@ class ClimateSpectraForMultiTask(ClimateSpectraPreTrainedModel):
         smoothness = smoothness_penalty(cube_normalized)
         smooth_weight = physics_weight_schedule(training_step, config.smoothness_weight, config.physics_warmup_steps, latent.device)
         loss = combined + config.consistency_weight * consistency + smooth_weight * smoothness
+
+        # 7. Cross-modal losses: each modality's latent alone decoded into the other modality
+        cross_modal = torch.zeros((), device=latent.device, dtype=latent.dtype)
+        both = encoded.cube_embedding is not None and encoded.spectrum_embedding is not None
+        if config.cross_modal_weight > 0 and both and cube_labels is not None and spectrum_labels is not None:
+            _, spectrum_from_cube = self.decode(self.encoder.fuse([encoded.cube_embedding]), frames)
+            cube_from_spectrum, _ = self.decode(self.encoder.fuse([encoded.spectrum_embedding]), None)
+            cross_modal = F.mse_loss(spectrum_from_cube, enc.normalize_spectrum(spectrum_labels)) + F.mse_loss(
+                cube_from_spectrum, enc.normalize_cube(cube_labels)
+            )
+            loss = loss + config.cross_modal_weight * cross_modal
         return ClimateSpectraOutput(
             loss=loss,
             cube=cube_out,
@@ -496,6 +561,7 @@ class ClimateSpectraForMultiTask(ClimateSpectraPreTrainedModel):
             task_weights=task_weights,
             consistency_loss=consistency.detach(),
             smoothness_loss=smoothness.detach(),
+            cross_modal_loss=cross_modal.detach(),
             smoothness_weight=smooth_weight.detach(),
             latent=latent,
         )
@@ -503,6 +569,7 @@ class ClimateSpectraForMultiTask(ClimateSpectraPreTrainedModel):
 
 __all__ = [
     "ClimateSpectraClimateHead",
+    "ClimateSpectraColumnHead",
     "ClimateSpectraCubeEncoder",
     "ClimateSpectraForMultiTask",
     "ClimateSpectraFusionBlock",
