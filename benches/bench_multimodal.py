@@ -73,14 +73,14 @@ def cnn_vit_minimal_loop(data_dir, schema, steps, batch_size, warmup=2) -> float
     (which restarts its clock after the evaluation at each epoch end), a step that starts an epoch (a new iterator
     whose shuffle buffer is filled from the shards) is not counted."""
     torch.manual_seed(0)
-    model = CnnVitForParameterRegression(CnnVitConfig.from_schema(schema, context_steps=4, **CNN_VIT_KW)).train()
+    model = CnnVitForParameterRegression(CnnVitConfig.from_schema(schema, context_steps=4, **CNN_VIT_KW)).train()  # regime head from the schema
     optimizer = create_optimizer(model, 2e-3, 1e-4)
     batches = batches_forever(data_dir, schema, batch_size)
     timed, seconds, done = 0, 0.0, 0
     while timed < steps:
         start = time.perf_counter()
         epoch_start, batch = next(batches)
-        batch = cnn_vit_recipe.roll_longitude({"inputs": batch["inputs"], "labels": batch["planet_params"]})
+        batch = cnn_vit_recipe.roll_longitude(cnn_vit_recipe.model_inputs(batch, torch.device("cpu")))  # with regime labels
         loss = model(**batch).loss
         loss.backward()
         optimizer.step()

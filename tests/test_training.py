@@ -245,3 +245,21 @@ def test_guarded_optimizer_step_skips_a_nan_step():
     acc.backward(loss)
     norm, ok = guarded_optimizer_step(acc, model, opt, sched, guard, loss, max_grad_norm=1.0)
     assert ok and float(norm) > 0 and not torch.equal(model.conv.weight, before) and sched.scheduler.last_epoch == 1
+
+
+def test_ema_foreach_matches_per_parameter_update():
+    """`create_ema` uses diffusers' foreach update (s -= (1 - decay) * (s - p) as one fused multiply-subtract):
+    the weights of the per-parameter loop to rounding (not bit for bit: the loop rounds the product first)."""
+    torch.manual_seed(0)
+    model = Tiny()
+    emas = [create_ema(model, decay=0.99), create_ema(model, decay=0.99)]
+    emas[1].foreach = False
+    params = list(model.parameters())
+    for _ in range(5):
+        with torch.no_grad():
+            for p in params:
+                p.add_(torch.randn_like(p) * 0.1)
+        for ema in emas:
+            ema.step(params)
+    for a, b in zip(emas[0].shadow_params, emas[1].shadow_params):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -118,12 +118,12 @@ class ModelArguments:
     num_fusion_layers: int = 2
     norm_groups: int = 4
     column_pathway: bool = field(default=True, metadata={"help": "Per-column emission network from the cube straight to the spectra, summed over the disc."})
-    column_hidden_size: int = field(default=64, metadata={"help": "Hidden width of the column network (0: linear in the area-weighted mean profiles)."})
+    column_hidden_size: int = field(default=128, metadata={"help": "Hidden width of the column network (0: linear in the area-weighted mean profiles)."})
     loss_mode: str = field(default="uncertainty", metadata={"help": "fixed | uncertainty | adaptive"})
     task_weights: str = field(default='{"climate": 1.0, "spectrum": 1.0}', metadata={"help": "JSON dict task -> initial weight."})
     adaptive_temperature: float = 2.0
     adaptive_warmup_steps: int = 20
-    cross_modal_weight: float = field(default=0.0, metadata={"help": "Weight of the cross-modal losses (each modality's latent alone decoded into the other) on batches with both modalities."})
+    cross_modal_weight: float = field(default=1.0, metadata={"help": "Weight of the cross-modal losses (each modality's latent alone decoded into the other) on batches with both modalities."})
     consistency_weight: float = 0.1
     smoothness_weight: float = 0.01
     physics_warmup_steps: int = 50
@@ -543,7 +543,7 @@ Trained {state.global_step} optimizer steps in {train_seconds:.0f} s.
 def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, train_args = parse_recipe_args(
         (DataArguments, ModelArguments, TrainingArguments), sys.argv[1:] if argv is None else argv,
-        defaults={"output_dir": "runs/climate_spectra"},
+        defaults={"output_dir": "runs/climate_spectra", "num_epochs": 40},
     )
     output_dir = Path(train_args.output_dir)
     report_to = [n for n in train_args.report_to.split(",") if n and n != "none"]
