@@ -425,7 +425,7 @@ def evaluate(model, loader, accelerator, ridge=None, max_batches=0, variance_sca
 def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, train_args = parse_recipe_args(
         (DataArguments, ModelArguments, TrainingArguments), sys.argv[1:] if argv is None else argv,
-        defaults={"output_dir": "runs/cnn_vit"},
+        defaults={"output_dir": "runs/cnn_vit", "num_epochs": 60},
     )
     output_dir = Path(train_args.output_dir)
     if model_args.best_metric not in BEST_METRICS:
