@@ -451,17 +451,24 @@ def write_report(output_dir: Path, model, test: dict, state, schema, sample_load
     ))
     config = model.config
     wl = torch.tensor(config.spectrum_wavelengths)
-    batch = next(iter(sample_loader))
+    samples = {}  # the first window of up to 3 different test planets: (cube, true spectra)
+    for batch in sample_loader:
+        for k, planet in enumerate(batch["planet_id"]):
+            if len(samples) < 3 and planet not in samples:
+                samples[planet] = (batch["labels"][k], batch["spectrum"][k])
+        if len(samples) == 3:
+            break
+    cubes = torch.stack([cube for cube, _ in samples.values()])
     with torch.no_grad():
-        pred = model(cube=batch["labels"].to(device)).spectrum.float().cpu()  # (B, Tc, P, W)
+        pred = model(cube=cubes.to(device)).spectrum.float().cpu()  # (N, Tc, P, W)
     err = torch.tensor(test["spectrum/rmse_per_wavelength"])
-    fig, axes = plt.subplots(1, min(3, pred.shape[0]), figsize=(13, 4), squeeze=False)
-    for k, ax in enumerate(axes[0]):
-        ax.plot(wl, batch["spectrum"][k, 0, 0], "k-", label="true (radiative model)")
+    fig, axes = plt.subplots(1, len(samples), figsize=(13, 4), squeeze=False)
+    for k, (ax, (planet, (_, true))) in enumerate(zip(axes[0], samples.items())):
+        ax.plot(wl, true[0, 0], "k-", label="true (radiative model)")
         ax.errorbar(wl, pred[k, 0, 0], yerr=err, fmt="o", ms=3, capsize=2, label="predicted from the cube (+-test RMSE)")
         ax.set_xlabel("wavelength [micron]")
         ax.set_ylabel(f"spectrum [{config.spectrum_units}]")
-        ax.set_title(str(batch["planet_id"][k]))
+        ax.set_title(str(planet))
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(plots / "spectra_pred_vs_true.png", dpi=110)
