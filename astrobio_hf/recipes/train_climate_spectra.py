@@ -66,6 +66,7 @@ from astrobio_hf.hub.training_push import HubPusher
 from astrobio_hf.metrics import LatitudeWeightedRMSE, SSIMPerLevel
 from astrobio_hf.metrics.baselines import fit_ridge
 from astrobio_hf.models.climate_spectra import (
+    ClimateSpectraColumnHead,
     ClimateSpectraConfig,
     ClimateSpectraForMultiTask,
 )
@@ -244,14 +245,11 @@ def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shu
 # cube channel (the features of a linear column pathway), fitted in closed form on the training windows
 # ------------------------------------------------------------------------------------------------------
 def profile_features(cube: torch.Tensor, model) -> torch.Tensor:
-    """(B, V, Tc, Tg, Z, Y, X) physical cube -> (B*Tc, V*Tg*Z + 1): cos(latitude)-weighted global mean of every
-    normalised channel (variable, geological step, level) per climate step, and a constant 1."""
-    config = model.config
+    """(B, V, Tc, Tg, Z, Y, X) physical cube -> (B*Tc, V*Tg*Z + 1): the global mean of every normalised channel
+    (variable, geological step, level) per climate step with the column pathway's area weights, and a constant 1."""
     frames = model.encoder.normalize_cube(cube.double())
-    lat = torch.deg2rad(torch.tensor(config.lat_values, dtype=torch.float64, device=cube.device))
-    weights = torch.cos(lat).clamp_min(0)
-    weights = weights / (weights.sum() * config.num_lon)
-    profile = torch.einsum("bvtgzyx,y->btvgz", frames, weights).flatten(2).flatten(0, 1)  # (B*Tc, V*Tg*Z)
+    weights = ClimateSpectraColumnHead.area_weights(model.config)[0].to(frames)  # (Y, X), cos(latitude), sum 1
+    profile = torch.einsum("bvtgzyx,yx->btvgz", frames, weights).flatten(2).flatten(0, 1)  # (B*Tc, V*Tg*Z)
     return torch.cat([profile, torch.ones(profile.shape[0], 1, dtype=profile.dtype, device=profile.device)], dim=1)
 
 

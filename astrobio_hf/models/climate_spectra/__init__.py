@@ -2,6 +2,7 @@
 
 from .configuration_climate_spectra import ClimateSpectraConfig
 from .modeling_climate_spectra import (
+    ClimateSpectraColumnHead,
     ClimateSpectraForMultiTask,
     ClimateSpectraLossCombiner,
     ClimateSpectraModel,
@@ -13,6 +14,7 @@ from .modeling_climate_spectra import (
 )
 
 __all__ = [
+    "ClimateSpectraColumnHead",
     "ClimateSpectraConfig",
     "ClimateSpectraForMultiTask",
     "ClimateSpectraLossCombiner",
