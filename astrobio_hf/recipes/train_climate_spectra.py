@@ -488,7 +488,10 @@ def write_report(output_dir: Path, model, test: dict, state, schema, sample_load
     ]
     if "climate/ssim" in test:
         rows.append(("climate from the spectra: SSIM (mean)", test["climate/ssim"], nan, nan))
-    table = "\n".join(f"| {name} | {m:.4g} | {b:.4g} | {'' if math.isnan(r) else f'{r:.4g}'} |" for name, m, b, r in rows)
+    def cell(value: float) -> str:
+        return "" if math.isnan(value) else f"{value:.4g}"
+
+    table = "\n".join(f"| {name} | {cell(m)} | {cell(b)} | {cell(r)} |" for name, m, b, r in rows)
     wasp = ""
     if observations is not None:
         plot_phase_spectra(plots / "phase_spectra_vs_observed.png", observations, test, config)
@@ -520,8 +523,10 @@ tags: [astrobiology, exoplanets, spectra, multi-task]
 
 Multi-task model (`ClimateSpectraForMultiTask`): a cube encoder and a spectrum encoder share a fused latent per
 climate step; heads predict the climate fields ({', '.join(config.variable_names)}) and the spectra
-({config.num_phases} phase(s) x {config.num_wavelengths} wavelengths, {config.spectrum_units}). Loss mode:
-`{config.loss_mode}`.
+({config.num_phases} phase(s) x {config.num_wavelengths} wavelengths, {config.spectrum_units}). Column pathway:
+{f"per-column emission network ({config.column_hidden_size} wide) summed over the disc" if config.column_pathway else "off"}.
+Loss: task losses combined in mode `{config.loss_mode}`, + {config.cross_modal_weight:g} x cross-modal losses,
++ {config.consistency_weight:g} x consistency, + {config.smoothness_weight:g} x smoothness.
 
 Data: `{schema.source}`; spectra: {schema.spectrum_model}
 
