@@ -50,6 +50,8 @@ class TrainingArguments:
     max_nonfinite_steps: int = field(default=5, metadata={"help": "Consecutive non-finite steps tolerated before the run stops."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward pass (families that declare supports_gradient_checkpointing)."})
+    channels_last: bool = field(default=False, metadata={"help": "channels_last (2-D convolutions) or channels_last_3d (3-D) memory format; refused for a model without convolutions."})
     # The Hub. The token comes only from HF_TOKEN or `hf auth login`: there is deliberately no token field,
     # so none can end up in run_config.json, metrics.json or a tracker.
     push_to_hub: str = field(default="", metadata={"help": "Hub repo id (owner/name) to push the run to while it trains; empty = no push."})
@@ -67,11 +69,55 @@ class TrainingArguments:
     )
 
     def __post_init__(self):
+        """Every recipe's shared arguments are checked here, once, before any work starts."""
         if self.hub_strategy not in HUB_STRATEGIES:
             raise ValueError(f"expected hub_strategy one of {list(HUB_STRATEGIES)}, got {self.hub_strategy!r}")
+        checks = {
+            "learning_rate": self.learning_rate >= 0, "weight_decay": self.weight_decay >= 0,
+            "adam_beta1": 0 <= self.adam_beta1 < 1, "adam_beta2": 0 <= self.adam_beta2 < 1,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1, "num_epochs": self.num_epochs >= 1,
+            "max_steps": self.max_steps >= 0, "per_device_batch_size": self.per_device_batch_size >= 1,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1, "max_grad_norm": self.max_grad_norm >= 0,
+            "ema_decay": 0 <= self.ema_decay < 1, "checkpoint_every": self.checkpoint_every >= 1,
+            "keep_checkpoints": self.keep_checkpoints >= 1, "eval_every": self.eval_every >= 0,
+            "early_stopping_patience": self.early_stopping_patience >= 0, "log_every": self.log_every >= 1,
+            "max_nonfinite_steps": self.max_nonfinite_steps >= 1, "num_workers": self.num_workers >= 0,
+        }
+        expected = {
+            "learning_rate": ">= 0", "weight_decay": ">= 0", "adam_beta1": "in [0, 1)", "adam_beta2": "in [0, 1)",
+            "warmup_ratio": "in [0, 1)", "num_epochs": ">= 1", "max_steps": ">= 0 (0 = from num_epochs)",
+            "per_device_batch_size": ">= 1", "gradient_accumulation_steps": ">= 1", "max_grad_norm": ">= 0 (0 = no clipping)",
+            "ema_decay": "in [0, 1) (0 = no EMA)", "checkpoint_every": ">= 1", "keep_checkpoints": ">= 1",
+            "eval_every": ">= 0 (0 = at epoch ends)", "early_stopping_patience": ">= 0 (0 = never)", "log_every": ">= 1",
+            "max_nonfinite_steps": ">= 1", "num_workers": ">= 0",
+        }
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if not ok or (isinstance(value, float) and value != value):
+                raise ValueError(f"expected --{name} {expected[name]}, got {value!r}")
+        unknown = [n for n in self.trackers if n not in TRACKERS]
+        if unknown:
+            raise ValueError(f"expected --report_to a comma list of {list(TRACKERS)} or 'none', got {self.report_to!r}")
+
+    @property
+    def trackers(self) -> list[str]:
+        """The tracker names of `report_to` ('none' and empty entries dropped)."""
+        return [n.strip() for n in self.report_to.split(",") if n.strip() and n.strip() != "none"]
 
 
 HUB_STRATEGIES = ("end", "every_save", "checkpoint")
+TRACKERS = ("tensorboard", "wandb")
+
+
+def json_option(name: str, value: str, expected: type = dict) -> Any:
+    """Parse a JSON-valued option (e.g. --physics_weights) with an error that names the option."""
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError as err:
+        raise ValueError(f"expected --{name} to be JSON (e.g. '{{\"name\": 0.1}}'), got {value!r}: {err}") from None
+    if not isinstance(parsed, expected):
+        raise ValueError(f"expected --{name} to be a JSON {expected.__name__}, got {type(parsed).__name__} {value!r}")
+    return parsed
 
 
 def parse_recipe_args(
@@ -95,7 +141,13 @@ def parse_recipe_args(
         path = Path(argv.pop(0))
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"expected a YAML mapping of field names in {path}, found a syntax error{line}: {problem}") from None
         if not isinstance(values, dict):
             raise ValueError(f"expected a mapping of field names in {path}, found {type(values).__name__}")
         known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}

@@ -71,6 +71,15 @@ class TrainingState:
         return bool(patience) and self.evals_without_improvement >= patience
 
 
+def _step(path: Path) -> int:
+    return int(_STEP_DIR.match(path.name).group(1))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else repr(err)
+
+
 def _write_json_atomic(path: Path, payload: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=2))
@@ -102,7 +111,12 @@ class CheckpointManager:
         path = self.root / f"{name}.json"
         if not path.is_file():
             return None
-        target = self.root / json.loads(path.read_text())["checkpoint"]
+        try:
+            target = self.root / json.loads(path.read_text())["checkpoint"]
+        except (ValueError, KeyError, TypeError) as err:
+            # a pointer is a convenience: the step folders themselves say what is complete
+            logger.warning("ignoring %s: expected JSON with a 'checkpoint' entry, could not read it (%s)", path, err)
+            return None
         return target if (target / _COMPLETE).is_file() else None
 
     def last(self) -> Path | None:
@@ -192,6 +206,34 @@ class CheckpointManager:
     def load(self, path: Path) -> None:
         self.accelerator.load_state(str(path))
         logger.info("resumed from %s", path)
+
+    def resume(self, resume: str) -> Path | None:
+        """Resolve `resume` and load it. With 'auto', a checkpoint that does not load (a truncated weights file,
+        a garbled optimizer state) is skipped, with a warning that names it and the error, for the next older
+        complete one; a path or a Hub checkpoint named explicitly must load, or the error names it."""
+        path = self.resolve_resume(resume)
+        if path is None:
+            return None
+        if resume != "auto":
+            try:
+                self.load(path)
+            except Exception as err:  # noqa: BLE001 - any failure to read it is reported with the path
+                raise ValueError(f"could not resume from checkpoint {path}: {type(err).__name__}: {_first_line(err)}") from err
+            return path
+        candidates = [path] + [p for p in reversed(self.complete_checkpoints()) if p != path and _step(p) < _step(path)]
+        for i, candidate in enumerate(candidates):
+            try:
+                self.load(candidate)
+                return candidate
+            except Exception as err:  # noqa: BLE001 - skip it, say so, try the previous one
+                logger.warning(
+                    "skipping checkpoint %s: it does not load (%s: %s)%s", candidate, type(err).__name__, _first_line(err),
+                    f"; trying {candidates[i + 1].name}" if i + 1 < len(candidates) else "",
+                )
+        raise ValueError(
+            f"none of the {len(candidates)} complete checkpoints in {self.root} loads ({', '.join(p.name for p in candidates)}); "
+            "see the warnings above for each one, or start afresh with --resume none"
+        )
 
     def restore_best_weights(self, state: TrainingState) -> None:
         """Load the weights and EMA of the `best` checkpoint (when it is not the last one) while keeping the

@@ -74,6 +74,23 @@ def init_trackers(accelerator, project_name: str, report_to: str, config: dict[s
         accelerator.init_trackers(project_name, config=flat, init_kwargs={"wandb": {"config": config}} if "wandb" in names else {})
 
 
+def log_images(accelerator, images: dict[str, Any], step: int) -> None:
+    """Send images (PNG paths or HWC arrays) to every tracker of the run: TensorBoard as images, wandb as
+    `wandb.Image`s. Called by the main process (the trackers live there)."""
+    if not images or not accelerator.trackers:
+        return
+    import matplotlib.image as mpimg
+
+    arrays = {k: (mpimg.imread(v)[..., :3] if isinstance(v, (str, os.PathLike)) else v) for k, v in images.items()}
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({f"plots/{k}": a[None] for k, a in arrays.items()}, step=step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({f"plots/{k}": [a] for k, a in arrays.items()}, step=step)
+        else:
+            logger.warning("tracker %s: images are not logged to it", tracker.name)
+
+
 class LoopTimer:
     """Samples per second of the optimizer steps themselves: `pause()` before evaluation or checkpoint
     work makes the next `step()` restart the clock, so that time is not counted; the first
