@@ -178,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "eval":
-        from astrobio_hf.recipes.diffusion_report import evaluate_and_report
+        from astrobio_hf.evaluation.climate_diffusion import evaluate_and_report
 
         rows = evaluate_and_report(
             args.run_dir,

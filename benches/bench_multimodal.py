@@ -31,6 +31,8 @@ from torch.utils.data import DataLoader
 from astrobio_hf.data.schema import DatasetSchema
 from astrobio_hf.data.streaming import build_window_dataset, collate_windows
 from astrobio_hf.data.synth import synthesize_planets
+from astrobio_hf.evaluation import climate_spectra as cs_eval
+from astrobio_hf.evaluation import cnn_vit as cnn_vit_eval
 from astrobio_hf.models.climate_spectra import (
     ClimateSpectraConfig,
     ClimateSpectraForMultiTask,
@@ -80,7 +82,7 @@ def cnn_vit_minimal_loop(data_dir, schema, steps, batch_size, warmup=2) -> float
     while timed < steps:
         start = time.perf_counter()
         epoch_start, batch = next(batches)
-        batch = cnn_vit_recipe.roll_longitude(cnn_vit_recipe.model_inputs(batch, torch.device("cpu")))  # with regime labels
+        batch = cnn_vit_recipe.roll_longitude(cnn_vit_eval.model_inputs(batch, torch.device("cpu")))  # with regime labels
         loss = model(**batch).loss
         loss.backward()
         optimizer.step()
@@ -126,7 +128,7 @@ def climate_spectra_minimal_loop(data_dir, schema, steps, batch_size, warmup=2) 
     while timed < steps:
         start = time.perf_counter()
         epoch_start, batch = next(batches)
-        inputs = cs_recipe.model_inputs(batch, torch.device("cpu"), cs_recipe.draw_modalities(dropout, "cpu"))
+        inputs = cs_eval.model_inputs(batch, torch.device("cpu"), cs_recipe.draw_modalities(dropout, "cpu"))
         loss = model(**inputs, training_step=done).loss
         loss.backward()
         optimizer.step()

@@ -25,12 +25,12 @@ from astrobio_hf.data.metabolic import (
     load_graphs,
     load_metabolic_schema,
 )
-from astrobio_hf.models.pathway_vae import PathwayVAEConfig, PathwayVAEModel
-from astrobio_hf.recipes.pathway_eval import (
+from astrobio_hf.evaluation.pathway_vae import (
     VGAEBaseline,
     evaluate_link_prediction,
     train_vgae,
 )
+from astrobio_hf.models.pathway_vae import PathwayVAEConfig, PathwayVAEModel
 
 
 def fixed_batches(graphs, batch_size, n, seed=0):

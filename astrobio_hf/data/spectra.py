@@ -17,8 +17,9 @@ Source (all shipped inside the ``nemesispy`` 0.0.10 wheel, read offline):
 numpy 2 compatibility: nemesispy's k-table reader (``radtran.read.read_kta``) calls ``int()`` on a
 1-element array, which numpy >= 2 refuses; :func:`read_kta` below is the same reader written for numpy 2
 (same byte layout, vectorised reshape) and fills the ``ForwardModel`` attributes that
-``set_opacity_data`` would. Everything else is nemesispy's code. The training stack never imports this
-module; only ``astrobio-hf data spectra`` and its test do.
+``set_opacity_data`` would. Everything else is nemesispy's code. The climate-spectra recipe imports the
+helpers at the end (``GCM_CUBE_FILE``, ``write_gcm_cube``, ``load_wasp43b_reference``); nemesispy is imported
+only inside the functions that need it.
 
 Perturbations (one draw per sample, the ``planet_params`` of the dataset):
 
@@ -487,3 +488,53 @@ def build_spectra_dataset(
     )
     return schema
 
+
+# ------------------------------------------------------------------------------------------------------
+# Reference data of the climate-spectra recipe's WASP-43b evaluation (numpy + json; torch inside)
+# ------------------------------------------------------------------------------------------------------
+GCM_CUBE_FILE = "gcm_cube.npy"
+
+
+def write_gcm_cube(data_dir) -> None:
+    """The unperturbed WASP-43b GCM as one cube (V, 1, 1, Z, Y, X) in the dataset's layout, from nemesispy's GCM
+    arrays (no opacities, no forward model): the input of the chi-squared of the model's phase spectra."""
+    from nemesispy.data.gcm import process_gcm as g
+
+    from astrobio_hf.data.schema import DatasetSchema
+
+    schema = DatasetSchema.from_dir(data_dir)
+    p = np.asarray(g.pv, dtype=np.float64)
+    lo = int(np.nonzero(p >= P_BOTTOM_PA)[0][-1])
+    hi = int(np.nonzero(p <= P_TOP_PA)[0][0])
+    level_slice = slice(lo, hi + 1)  # as Wasp43bModel
+    lon = -180.0 + 360.0 / len(g.xlon) * (np.arange(len(g.xlon)) + 0.5)
+    lon_order = np.argsort(np.mod(lon, 360.0))
+    if not np.allclose(p[level_slice], schema.level_values, rtol=1e-6) or not np.allclose(np.mod(lon, 360.0)[lon_order], schema.lon_values):
+        raise ValueError(f"expected the GCM grid of {data_dir}/schema.json, got other levels or longitudes from nemesispy")
+
+    class _Grid:
+        pass
+
+    grid = _Grid()
+    grid.level_slice = level_slice
+    cube = _cube(grid, np.asarray(g.tmap, dtype=np.float64), np.asarray(g.vmrmap, dtype=np.float64), lon_order)
+    np.save(Path(data_dir) / GCM_CUBE_FILE, cube)
+
+
+def load_wasp43b_reference(data_dir, schema) -> dict:
+    """observations.json (observed Fp/Fs, errors, the unperturbed GCM's forward-model spectrum and chi-squared) and
+    the GCM's cube as tensors. Numpy + json only: the training stack does not import nemesispy."""
+    import torch
+
+    path = Path(data_dir) / "observations.json"
+    if not path.is_file():
+        raise ValueError(f"expected {path} (written by `astrobio-hf data spectra`), got no such file")
+    obs = json.loads(path.read_text())
+    P, W = schema.spectrum_shape
+    ref = {k: torch.tensor(obs[k], dtype=torch.float64) for k in ("spectrum", "error", "gcm_spectrum")}
+    for k, v in ref.items():
+        if tuple(v.shape) != (P, W):
+            raise ValueError(f"expected observations.json {k} of shape (P, W) = {(P, W)}, got {tuple(v.shape)}")
+    cube = torch.from_numpy(np.load(Path(data_dir) / GCM_CUBE_FILE)).float()
+    return {**ref, "gcm_cube": cube, "gcm_chi_squared": float(obs["gcm_chi_squared"]), "n_points": int(obs["n_points"]),
+            "phases": obs["phases"], "wavelengths": obs["wavelengths"], "units": obs["units"]}

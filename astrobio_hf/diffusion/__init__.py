@@ -6,7 +6,7 @@ Schedulers come from diffusers (never re-implemented here); the denoiser is the 
 from .guidance import cfg_combine, condition_dropout_mask
 from .pipeline_climate_diffusion import ClimateDiffusionPipeline, ClimateDiffusionPipelineOutput
 from .schedulers import SAMPLERS, make_scheduler
-from .training import compute_snr, diffusion_loss_target, min_snr_weights, predicted_clean_sample
+from .training import compute_snr, diffusion_loss_target, diffusion_step, min_snr_weights, predicted_clean_sample
 
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "compute_snr",
     "condition_dropout_mask",
     "diffusion_loss_target",
+    "diffusion_step",
     "make_scheduler",
     "min_snr_weights",
     "predicted_clean_sample",

@@ -1,4 +1,5 @@
-"""Loss helpers of diffusion training: the regression target, min-SNR-gamma weights, the predicted clean sample.
+"""Loss helpers of diffusion training: the regression target, min-SNR-gamma weights, the predicted clean sample,
+and `diffusion_step`, the family's training loss on one batch (the recipe's loop and its validation loss call it).
 
 All read the noise schedule (`alphas_cumprod`) and `prediction_type` of the diffusers scheduler used for training
 (a `DDPMScheduler` from `make_scheduler("ddpm", ...)`), so there is one source of truth for both.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .guidance import condition_dropout_mask
 from .schedulers import PREDICTION_TYPES
 
 
@@ -105,4 +107,43 @@ def predicted_clean_sample(
     return (noisy_sample - (1.0 - alpha_bar).sqrt() * model_output) / alpha_bar.sqrt()
 
 
-__all__ = ["compute_snr", "diffusion_loss_target", "min_snr_weights", "predicted_clean_sample"]
+def diffusion_step(model, noise_scheduler, batch, device, args, physics=None, generator=None):
+    """Noise a batch of clean frames at random timesteps and return (loss, model output, physics terms).
+
+    The target follows the prediction type; min-SNR-gamma weights the per-example loss; the condition is
+    replaced by the learned null condition for a random subset of examples (classifier-free guidance);
+    the optional physics term acts on the predicted clean sample, in physical units, with its gradient.
+    `args`: the diffusion recipe's DiffusionArguments (prediction_type, min_snr_gamma, condition_dropout,
+    use_class_labels are read).
+    """
+    unwrapped = model.module if hasattr(model, "module") else model
+    clean = unwrapped.normalize(batch["fields"].to(device))  # (N, C..., Y, X), normalised
+    n = clean.shape[0]
+    noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (n,), device=device, generator=generator)
+    noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+    target = diffusion_loss_target(noise_scheduler, clean, noise, timesteps)
+    weights = min_snr_weights(noise_scheduler, timesteps, args.min_snr_gamma, args.prediction_type) if args.min_snr_gamma > 0 else None
+    keep = condition_dropout_mask(n, args.condition_dropout, generator=generator, device=device)
+    out = model(
+        sample=noisy,
+        timestep=timesteps,
+        planet_params=batch["planet_params"].to(device),
+        class_labels=batch["class_labels"].to(device) if args.use_class_labels else None,
+        condition_mask=keep,
+        target=target,
+        loss_weights=weights,
+    )
+    loss, terms = out.loss, {}
+    if physics is not None:
+        from astrobio_hf.data.frames import CONSTANT_KEYS  # here: importing astrobio_hf.diffusion imports no data/
+
+        clean_pred = predicted_clean_sample(noise_scheduler, noisy, out.sample, timesteps)
+        fields = unwrapped.denormalize(clean_pred)
+        cube = fields.reshape(n, fields.shape[1], 1, 1, -1, *fields.shape[-2:])  # (N, V, 1, 1, Z, Y, X)
+        physics_loss, terms = physics(cube, **{k: batch[k].to(device) for k in CONSTANT_KEYS})
+        loss = loss + physics_loss
+    return loss, out, terms
+
+
+__all__ = ["compute_snr", "diffusion_loss_target", "diffusion_step", "min_snr_weights", "predicted_clean_sample"]

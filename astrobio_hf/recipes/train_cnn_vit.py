@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, gather_object, set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -54,11 +53,16 @@ from astrobio_hf.data.synth import (
     PLANET_POPULATION_DIR,
     ensure_planet_population,
 )
+from astrobio_hf.evaluation.cnn_vit import (
+    BEST_METRICS,
+    evaluate,
+    fit_regime_baselines,
+    fit_ridge,
+    model_inputs,
+)
 from astrobio_hf.hub.init_from import init_weights_from
 from astrobio_hf.hub.training_push import HubPusher
-from astrobio_hf.metrics.baselines import fit_ridge as fit_ridge_baseline
 from astrobio_hf.models.cnn_vit import CnnVitConfig, CnnVitForParameterRegression
-from astrobio_hf.models.cnn_vit.modeling_cnn_vit import log_statistics
 from astrobio_hf.training import (
     CheckpointManager,
     NonFiniteGuard,
@@ -84,9 +88,6 @@ logger = logging.getLogger("astrobio_hf.recipes.train_cnn_vit")
 
 DEFAULT_DATA_DIR = PLANET_POPULATION_DIR
 NO_DECAY_NAMES = ("cls_token", "position_embeddings")
-BEST_METRICS = {"nrmse": "model/nrmse_mean", "loss": "loss"}
-LOGISTIC_L2 = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # L2 penalties of the logistic-regression regime baseline
-REGIME_SYSTEMS = ("model", "majority", "logistic")
 
 
 @dataclass
@@ -136,16 +137,9 @@ class ModelArguments:
 
 
 # ------------------------------------------------------------------------------------------------------
-# Batch -> model mapping (what differs between families): the cube window in, the planet parameters (and, where the
-# dataset has them, the regime labels) out
+# Data, augmentation and learning rates (the batch -> model mapping, model_inputs, and the evaluation are in
+# astrobio_hf.evaluation.cnn_vit)
 # ------------------------------------------------------------------------------------------------------
-def model_inputs(batch: dict, device: torch.device) -> dict:
-    inputs = {"inputs": batch["inputs"].to(device, non_blocking=True), "labels": batch["planet_params"].to(device, non_blocking=True)}
-    if "planet_regime" in batch:
-        inputs["regime_labels"] = batch["planet_regime"].to(device, non_blocking=True)
-    return inputs
-
-
 def ensure_dataset(data_args: DataArguments) -> None:
     """Synthesise the planet population (the embedded default of the planet-level families) on first use, and again
     when it was written by an older version or with other settings (main process only); other data_dirs as they are."""
@@ -186,237 +180,6 @@ def make_loader(data_dir, split, schema, data_args, train_args, shuffle: bool, r
         schema=schema,
     )
     return DataLoader(dataset, batch_size=train_args.per_device_batch_size, collate_fn=collate_windows, num_workers=train_args.num_workers)
-
-
-# ------------------------------------------------------------------------------------------------------
-# Ridge baseline on pooled cube features (fitted from sums reduced across processes: exact under DDP)
-# ------------------------------------------------------------------------------------------------------
-def pooled_features(inputs: torch.Tensor, config: CnnVitConfig) -> torch.Tensor:
-    """(B, V, Tc, Tg, Z, Y, X) physical cube -> (B, 2*(V+L)*Z + 1): per variable and level the mean and standard
-    deviation over time, latitude and longitude of the normalised cube and of the model's L log channels
-    (`config.log_variables`, the same input representation as the network), and a constant 1."""
-    mean = torch.tensor(config.norm_mean, dtype=torch.float64, device=inputs.device)[None, :, None, None, :, None, None]
-    std = torch.tensor(config.norm_std, dtype=torch.float64, device=inputs.device)[None, :, None, None, :, None, None]
-    x = (inputs.double() - mean) / std  # (B, V, Tc, Tg, Z, Y, X)
-    if config.log_variables:
-        stats = log_statistics(config)
-        log_mean = stats["log_mean"].double().to(inputs.device)[None, :, None, None, :, None, None]
-        log_std = stats["log_std"].double().to(inputs.device)[None, :, None, None, :, None, None]
-        logs = (inputs[:, stats["log_index"].to(inputs.device)].double().clamp_min(1e-30).log() - log_mean) / log_std
-        x = torch.cat([x, logs], dim=1)
-    x = x.transpose(2, 4).flatten(3)  # (B, V+L, Z, Tg*Tc*Y*X)
-    ones = torch.ones(inputs.shape[0], 1, dtype=torch.float64, device=inputs.device)
-    return torch.cat([x.mean(-1).flatten(1), x.std(-1).flatten(1), ones], dim=1)
-
-
-def _normalised_targets(params: torch.Tensor, config: CnnVitConfig) -> torch.Tensor:
-    mean = torch.tensor(config.planet_param_mean, dtype=torch.float64, device=params.device)
-    std = torch.tensor(config.planet_param_std, dtype=torch.float64, device=params.device)
-    return (params.double() - mean) / std
-
-
-def fit_ridge(train_loader, val_loader, config, accelerator) -> dict:
-    """Ridge regression of the normalised planet parameters on `pooled_features`; alpha chosen on validation."""
-    device = accelerator.device
-    return fit_ridge_baseline(
-        train_loader, val_loader, lambda b: pooled_features(b["inputs"].to(device), config),
-        lambda b: _normalised_targets(b["planet_params"].to(device), config), accelerator,
-    )
-
-
-def ridge_predict(ridge: dict, inputs: torch.Tensor, config: CnnVitConfig) -> torch.Tensor:
-    """Physical planet parameters (B, P) from the ridge baseline."""
-    std = torch.tensor(config.planet_param_std, dtype=torch.float64, device=inputs.device)
-    mean = torch.tensor(config.planet_param_mean, dtype=torch.float64, device=inputs.device)
-    return (pooled_features(inputs, config) @ ridge["weights"]) * std + mean
-
-
-# ------------------------------------------------------------------------------------------------------
-# Regime baselines: majority class of the training windows, multinomial logistic regression on pooled cube features
-# (every process gathers all features, so every process fits the same baseline)
-# ------------------------------------------------------------------------------------------------------
-def _gather_features(loader, config, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, F) pooled features and (N,) regime labels of every window of `loader` on all processes (CPU, float64)."""
-    xs, ys = [], []
-    for batch in loader:
-        xs.append(pooled_features(batch["inputs"].to(accelerator.device), config).cpu())
-        ys.append(batch["planet_regime"].cpu())
-    local = [(torch.cat(xs), torch.cat(ys))] if xs else []
-    parts = gather_object(local) if accelerator.num_processes > 1 else local
-    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
-
-
-def _fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float) -> torch.Tensor:
-    """Weights (F, K) of a multinomial logistic regression (mean cross-entropy + l2/2 |W|^2, the intercept column
-    unpenalised) on standardised features, fitted with full-batch L-BFGS in float64."""
-    weights = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    penalised = torch.ones(x.shape[1], 1, dtype=torch.float64)
-    penalised[-1] = 0.0  # pooled_features ends with the constant 1
-    optimizer = torch.optim.LBFGS([weights], lr=1.0, max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-12, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weights, y) + 0.5 * l2 * (penalised * weights**2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return weights.detach()
-
-
-def _standardise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return torch.cat([(x[:, :-1] - mean) / std, x[:, -1:]], dim=1)
-
-
-@torch.no_grad()
-def fit_regime_baselines(train_loader, val_loader, config, accelerator) -> dict:
-    """Majority class of the training windows, and a logistic regression on `pooled_features` (standardised with the
-    training windows' statistics; the L2 penalty among `LOGISTIC_L2` chosen by the validation cross-entropy)."""
-    K = config.num_regimes
-    x_train, y_train = _gather_features(train_loader, config, accelerator)
-    x_val, y_val = _gather_features(val_loader, config, accelerator)
-    counts = torch.bincount(y_train, minlength=K)
-    mean, std = x_train[:, :-1].mean(0), x_train[:, :-1].std(0).clamp_min(1e-12)
-    x_train, x_val = _standardise(x_train, mean, std), _standardise(x_val, mean, std)
-    with torch.enable_grad():
-        weights = {l2: _fit_logistic(x_train, y_train, K, l2) for l2 in LOGISTIC_L2}
-    val_ce = {l2: F.cross_entropy(x_val @ w, y_val).item() for l2, w in weights.items()}
-    best = min(LOGISTIC_L2, key=lambda l2: val_ce[l2])
-    logger.info(
-        "regime baselines: train windows per class %s (majority %r); logistic regression L2 %g (validation cross-entropy %s)",
-        counts.tolist(), config.regime_names[int(counts.argmax())], best, [f"{v:.3g}" for v in val_ce.values()],
-    )
-    return {
-        "majority": int(counts.argmax()),
-        "train_counts": counts.tolist(),
-        "l2": best,
-        "weights": weights[best].to(accelerator.device),
-        "feature_mean": mean.to(accelerator.device),
-        "feature_std": std.to(accelerator.device),
-    }
-
-
-def logistic_predict(baselines: dict, inputs: torch.Tensor, config: CnnVitConfig) -> torch.Tensor:
-    """(B,) regime classes from the logistic-regression baseline."""
-    x = _standardise(pooled_features(inputs, config), baselines["feature_mean"], baselines["feature_std"])
-    return (x @ baselines["weights"]).argmax(dim=1)
-
-
-def _regime_metrics(num_classes: int, device) -> dict:
-    """Per system: accuracy (over windows), macro-F1 (over the classes present in the truth or the predictions) and
-    the confusion matrix (rows true, columns predicted); torchmetrics, reduced across processes on compute()."""
-    from torchmetrics.classification import (
-        MulticlassAccuracy,
-        MulticlassConfusionMatrix,
-        MulticlassF1Score,
-    )
-
-    return {
-        system: {
-            "accuracy": MulticlassAccuracy(num_classes=num_classes, average="micro").to(device),
-            "macro_f1": MulticlassF1Score(num_classes=num_classes, average="macro").to(device),
-            "confusion_matrix": MulticlassConfusionMatrix(num_classes=num_classes).to(device),
-        }
-        for system in REGIME_SYSTEMS
-    }
-
-
-# ------------------------------------------------------------------------------------------------------
-# Evaluation: R2 / RMSE per parameter, calibration, the ridge baseline (all reduced across processes)
-# ------------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def evaluate(model, loader, accelerator, ridge=None, max_batches=0, variance_scale: float = 1.0, regime_baselines=None) -> dict:
-    """Metrics over `loader` (reduced across processes). `variance_scale` multiplies the predicted variances for the
-    `calibration_rescaled/*` coverages (a scale fitted on validation: the mean z^2 there). With regime labels in the
-    batches and a regime head: `regime/<system>/{accuracy,macro_f1,confusion_matrix}` for the model and, with
-    `regime_baselines`, the majority-class and logistic-regression baselines."""
-    model.eval()
-    config = model.config
-    P = config.num_planet_params
-    dev = accelerator.device
-    # rows: n, sum y, sum y^2, SSE model, SSE ridge, |z| < 1, |z| < 2, sum z^2, then |z| < 1, |z| < 2 with the
-    # rescaled variance (per parameter); scalars: loss, nll, n
-    stats = torch.zeros(10, P, dtype=torch.float64, device=dev)
-    scalars = torch.zeros(3, dtype=torch.float64, device=dev)
-    regime_loss_sum = torch.zeros(2, dtype=torch.float64, device=dev)  # sum of cross-entropy x n, n
-    regimes = _regime_metrics(config.num_regimes, dev) if config.num_regimes else None
-    for i, batch in enumerate(loader):
-        if max_batches and i >= max_batches:
-            break
-        inputs = model_inputs(batch, dev)
-        with accelerator.autocast():
-            out = model(**inputs)
-        y, mu = inputs["labels"].double(), out.mean.double()
-        n = y.shape[0]
-        ridge_sse = ((ridge_predict(ridge, inputs["inputs"], config) - y) ** 2).sum(0) if ridge else torch.zeros(P, dtype=torch.float64, device=dev)
-        if out.log_variance is not None:
-            z = (y - mu) / torch.exp(0.5 * out.log_variance.double())
-        else:
-            z = (y - mu) / torch.tensor(config.planet_param_std, dtype=torch.float64, device=dev)
-        stats += torch.stack([
-            torch.full((P,), float(n), dtype=torch.float64, device=dev), y.sum(0), (y**2).sum(0), ((mu - y) ** 2).sum(0),
-            ridge_sse, (z.abs() < 1).double().sum(0), (z.abs() < 2).double().sum(0), (z**2).sum(0),
-            (z.abs() < variance_scale**0.5).double().sum(0), (z.abs() < 2 * variance_scale**0.5).double().sum(0),
-        ])
-        scalars += torch.stack([out.loss.double() * n, out.nll.double() * n, torch.tensor(float(n), dtype=torch.float64, device=dev)])
-        if regimes is not None and "regime_labels" in inputs:
-            truth = inputs["regime_labels"]
-            predictions = {"model": out.regime_logits.argmax(dim=1)}
-            if regime_baselines is not None:
-                predictions["majority"] = torch.full_like(truth, regime_baselines["majority"])
-                predictions["logistic"] = logistic_predict(regime_baselines, inputs["inputs"], config)
-            for system, predicted in predictions.items():
-                for metric in regimes[system].values():
-                    metric.update(predicted, truth)
-            regime_loss_sum += torch.stack([out.regime_loss.double() * n, torch.tensor(float(n), dtype=torch.float64, device=dev)])
-    stats = accelerator.reduce(stats, reduction="sum")
-    scalars = accelerator.reduce(scalars, reduction="sum")
-    n = stats[0]
-    variance = (stats[2] - stats[1] ** 2 / n).clamp_min(1e-300)  # n * var(y)
-    result = {"loss": (scalars[0] / scalars[2]).item(), "nll": (scalars[1] / scalars[2]).item(), "samples": int(scalars[2].item())}
-    r2_model = 1 - stats[3] / variance
-    r2_ridge = 1 - stats[4] / variance
-    std = torch.tensor(config.planet_param_std, dtype=torch.float64, device=dev)
-    for j, name in enumerate(config.planet_param_names):
-        result[f"model/r2/{name}"] = r2_model[j].item()
-        result[f"model/rmse/{name}"] = (stats[3, j] / n[j]).sqrt().item()
-        if ridge:
-            result[f"ridge/r2/{name}"] = r2_ridge[j].item()
-            result[f"ridge/rmse/{name}"] = (stats[4, j] / n[j]).sqrt().item()
-    result["model/r2_mean"] = r2_model.mean().item()
-    result["model/nrmse_mean"] = ((stats[3] / n).sqrt() / std).mean().item()  # RMSE / train-set std, averaged
-    if ridge:
-        result["ridge/r2_mean"] = r2_ridge.mean().item()
-        result["ridge/nrmse_mean"] = ((stats[4] / n).sqrt() / std).mean().item()
-        result["ridge/alpha"] = ridge["alpha"]
-    # calibration: coverage of the 1- and 2-sigma intervals (Gaussian: 0.683, 0.954) and the mean z^2 (1)
-    result["calibration/coverage_1sigma"] = (stats[5].sum() / n.sum()).item()
-    result["calibration/coverage_2sigma"] = (stats[6].sum() / n.sum()).item()
-    result["calibration/mean_z2"] = (stats[7].sum() / n.sum()).item()
-    result["calibration/error"] = 0.5 * (abs(result["calibration/coverage_1sigma"] - 0.6827) + abs(result["calibration/coverage_2sigma"] - 0.9545))
-    if variance_scale != 1.0:
-        result["calibration_rescaled/variance_scale"] = float(variance_scale)
-        result["calibration_rescaled/coverage_1sigma"] = (stats[8].sum() / n.sum()).item()
-        result["calibration_rescaled/coverage_2sigma"] = (stats[9].sum() / n.sum()).item()
-        result["calibration_rescaled/mean_z2"] = result["calibration/mean_z2"] / variance_scale
-        result["calibration_rescaled/error"] = 0.5 * (
-            abs(result["calibration_rescaled/coverage_1sigma"] - 0.6827) + abs(result["calibration_rescaled/coverage_2sigma"] - 0.9545)
-        )
-    if regimes is not None:
-        regime_loss_sum = accelerator.reduce(regime_loss_sum, reduction="sum")
-        if regime_loss_sum[1] > 0:
-            result["regime/loss"] = (regime_loss_sum[0] / regime_loss_sum[1]).item()
-            result["regime/names"] = list(config.regime_names)
-            for system in REGIME_SYSTEMS if regime_baselines is not None else ("model",):
-                metrics = regimes[system]
-                result[f"regime/{system}/accuracy"] = metrics["accuracy"].compute().item()
-                result[f"regime/{system}/macro_f1"] = metrics["macro_f1"].compute().item()
-                result[f"regime/{system}/confusion_matrix"] = metrics["confusion_matrix"].compute().tolist()
-            if regime_baselines is not None:
-                result["regime/logistic/l2"] = regime_baselines["l2"]
-                result["regime/train_counts"] = regime_baselines["train_counts"]
-    model.train()
-    return result
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -630,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
         test = evaluate(unwrapped, test_loader, accelerator, ridge=ridge, variance_scale=scale, regime_baselines=regime_baselines)
         if accelerator.is_main_process:
             unwrapped.save_pretrained(output_dir, safe_serialization=True)
-            from astrobio_hf.recipes.cnn_vit_report import write_report
+            from astrobio_hf.evaluation.cnn_vit import write_report
 
             write_report(
                 output_dir, unwrapped, test, state, ridge=ridge,

@@ -37,14 +37,14 @@ from astrobio_hf.data.streaming import (
     count_windows,
 )
 from astrobio_hf.data.synth import synthesize_planets
+from astrobio_hf.evaluation.datacube import (
+    compute_climatology,
+    evaluate,
+    model_inputs,
+)
 from astrobio_hf.hub.init_from import init_weights_from
 from astrobio_hf.hub.training_push import HubPusher
-from astrobio_hf.metrics import ForecastMetrics
-from astrobio_hf.models.datacube_unet import (
-    DatacubeUNetConfig,
-    DatacubeUNetForForecast,
-    build_physics_constraints,
-)
+from astrobio_hf.models.datacube_unet import DatacubeUNetConfig, DatacubeUNetForForecast
 from astrobio_hf.training import (
     CheckpointManager,
     NonFiniteGuard,
@@ -69,7 +69,6 @@ from astrobio_hf.training.tracking import (
 logger = logging.getLogger("astrobio_hf.recipes.train_datacube")
 
 DEFAULT_DATA_DIR = "data/synthetic"
-CONSTANT_KEYS = ("gravity", "gas_constant", "heat_capacity", "planet_radius")
 
 
 @dataclass
@@ -100,14 +99,8 @@ class ModelArguments:
 
 
 # ------------------------------------------------------------------------------------------------------
-# Batch -> model mapping (what differs between families)
+# Data (the batch -> model mapping, model_inputs, is in astrobio_hf.evaluation.datacube)
 # ------------------------------------------------------------------------------------------------------
-def model_inputs(batch: dict, device: torch.device) -> dict:
-    """Move a collated batch to the device and name the model's keyword inputs (physical units)."""
-    keys = ("inputs", "labels", "planet_params", *CONSTANT_KEYS)
-    return {k: batch[k].to(device, non_blocking=True) for k in keys}
-
-
 def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shuffle: bool) -> DataLoader:
     dataset = build_window_dataset(
         data_dir,
@@ -137,73 +130,6 @@ def batches_per_epoch(schema, data_args, train_args, accelerator) -> int:
         for r in range(accelerator.num_processes)
     ]
     return micro_batches_per_epoch(per_rank, train_args.per_device_batch_size, train_args.gradient_accumulation_steps)
-
-
-# ------------------------------------------------------------------------------------------------------
-# Evaluation
-# ------------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def compute_climatology(loader, accelerator) -> torch.Tensor:
-    """Mean target field per (variable, level, lat, lon) over the training windows: the climatology
-    baseline and the reference for the anomaly correlation. Reduced exactly across processes."""
-    total, count = None, torch.zeros((), device=accelerator.device, dtype=torch.float64)
-    for batch in loader:
-        labels = batch["labels"].to(accelerator.device, dtype=torch.float64)  # (B, V, Tc, Tg, Z, Y, X)
-        s = labels.sum(dim=(0, 2, 3))  # (V, Z, Y, X)
-        total = s if total is None else total + s
-        count += labels.shape[0] * labels.shape[2] * labels.shape[3]
-    total = accelerator.reduce(total, reduction="sum")
-    count = accelerator.reduce(count, reduction="sum")
-    return (total / count).float()[:, None, None]  # (V, 1, 1, Z, Y, X): broadcasts over Tc, Tg
-
-
-@torch.no_grad()
-def evaluate(model, loader, accelerator, climatology, with_baselines=False, max_batches=0) -> dict:
-    """Validation/test pass with the unwrapped model (no DDP collectives inside, so per-rank batch
-    counts may differ). Returns the mean loss terms and every forecast metric, reduced over processes."""
-    model.eval()
-    config = model.config
-    physics = build_physics_constraints(config, weights={}).to(accelerator.device)  # residuals of every system
-    # SSIM compares (Y, X) maps of one level; its data range per variable is 6 within-level standard
-    # deviations (from the normalisation statistics), i.e. roughly the span of the values in one map.
-    data_range = {v: 6.0 * float(torch.tensor(std).mean()) for v, std in zip(config.variable_names, config.norm_std)}
-    def make(include_ssim: bool) -> ForecastMetrics:
-        return ForecastMetrics(
-            config.lat_values, config.variable_names, data_range, len(config.level_values),
-            physics_names=physics.available(), include_ssim=include_ssim,
-        ).to(accelerator.device)
-
-    # SSIM only in the final test (it dominates evaluation time); the truth needs its physics residuals only.
-    systems = {"model": make(include_ssim=with_baselines)}
-    if with_baselines:
-        systems.update(persistence=make(True), climatology=make(True), truth=make(False))
-    sums = torch.zeros(3, device=accelerator.device, dtype=torch.float64)  # loss, nll, samples
-    for i, batch in enumerate(loader):
-        if max_batches and i >= max_batches:
-            break
-        inputs = model_inputs(batch, accelerator.device)
-        with accelerator.autocast():
-            out = model(**inputs)
-        n = inputs["inputs"].shape[0]
-        sums += torch.stack([out.loss.double() * n, out.nll.double() * n, torch.tensor(n, device=sums.device, dtype=torch.float64)])
-        target = inputs["labels"]
-        constants = {k: inputs[k] for k in CONSTANT_KEYS}
-        clim = climatology.unsqueeze(0).expand_as(target)
-        forecasts = {"model": out.mean.float()}
-        if with_baselines:
-            forecasts["persistence"] = inputs["inputs"][:, :, -1:].expand_as(target)  # the last context frame
-            forecasts["climatology"] = clim
-            forecasts["truth"] = target
-        for system, forecast in forecasts.items():
-            residuals = {k: v.float() for k, v in physics.residuals(forecast, **constants).items()}
-            systems[system].update(forecast, target, clim, physics_residuals=residuals)
-    sums = accelerator.reduce(sums, reduction="sum")
-    result = {"loss": (sums[0] / sums[2]).item(), "nll": (sums[1] / sums[2]).item(), "samples": int(sums[2].item())}
-    for system, metric in systems.items():
-        for key, value in metric.compute().items():
-            result[f"{system}/{key}"] = value
-    model.train()
-    return result
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -401,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         test = evaluate(unwrapped, test_loader, accelerator, climatology=climatology, with_baselines=True)
         if accelerator.is_main_process:
             unwrapped.save_pretrained(output_dir, safe_serialization=True)
-            from astrobio_hf.recipes.datacube_report import write_report
+            from astrobio_hf.evaluation.datacube import write_report
 
             write_report(
                 output_dir, unwrapped, test, state, schema,

@@ -15,7 +15,6 @@ the --init_from weights); --push_to_hub pushes checkpoints and the final model a
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -32,18 +31,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from astrobio_hf.data.frames import CONSTANT_KEYS, build_frame_dataset, collate_frames
+from astrobio_hf.data.frames import build_frame_dataset, collate_frames
 from astrobio_hf.data.schema import DatasetSchema
 from astrobio_hf.data.streaming import count_windows
 from astrobio_hf.data.synth import synthesize_planets
-from astrobio_hf.diffusion.guidance import condition_dropout_mask
 from astrobio_hf.diffusion.pipeline_climate_diffusion import ClimateDiffusionPipeline
 from astrobio_hf.diffusion.schedulers import make_scheduler
-from astrobio_hf.diffusion.training import (
-    diffusion_loss_target,
-    min_snr_weights,
-    predicted_clean_sample,
-)
+from astrobio_hf.diffusion.training import diffusion_step
+from astrobio_hf.evaluation.climate_diffusion import plot_sample_grid, validation_loss
 from astrobio_hf.hub.init_from import init_weights_from
 from astrobio_hf.hub.training_push import HubPusher
 from astrobio_hf.models.climate_diffusion import (
@@ -128,95 +123,6 @@ def frame_loader(data_dir, split, schema, data_args, train_args, accelerator, le
         dataset, batch_size=train_args.per_device_batch_size, num_workers=train_args.num_workers,
         collate_fn=partial(collate_frames, level_indices=level_indices),
     )
-
-
-# ------------------------------------------------------------------------------------------------------
-# Batch -> model mapping and the loss (what differs between families)
-# ------------------------------------------------------------------------------------------------------
-def diffusion_step(model, noise_scheduler, batch, device, args: DiffusionArguments, physics=None, generator=None):
-    """Noise a batch of clean frames at random timesteps and return (loss, model output, physics terms).
-
-    The target follows the prediction type; min-SNR-gamma weights the per-example loss; the condition is
-    replaced by the learned null condition for a random subset of examples (classifier-free guidance);
-    the optional physics term acts on the predicted clean sample, in physical units, with its gradient.
-    """
-    unwrapped = model.module if hasattr(model, "module") else model
-    clean = unwrapped.normalize(batch["fields"].to(device))  # (N, C..., Y, X), normalised
-    n = clean.shape[0]
-    noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (n,), device=device, generator=generator)
-    noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-    target = diffusion_loss_target(noise_scheduler, clean, noise, timesteps)
-    weights = min_snr_weights(noise_scheduler, timesteps, args.min_snr_gamma, args.prediction_type) if args.min_snr_gamma > 0 else None
-    keep = condition_dropout_mask(n, args.condition_dropout, generator=generator, device=device)
-    out = model(
-        sample=noisy,
-        timestep=timesteps,
-        planet_params=batch["planet_params"].to(device),
-        class_labels=batch["class_labels"].to(device) if args.use_class_labels else None,
-        condition_mask=keep,
-        target=target,
-        loss_weights=weights,
-    )
-    loss, terms = out.loss, {}
-    if physics is not None:
-        clean_pred = predicted_clean_sample(noise_scheduler, noisy, out.sample, timesteps)
-        fields = unwrapped.denormalize(clean_pred)
-        cube = fields.reshape(n, fields.shape[1], 1, 1, -1, *fields.shape[-2:])  # (N, V, 1, 1, Z, Y, X)
-        physics_loss, terms = physics(cube, **{k: batch[k].to(device) for k in CONSTANT_KEYS})
-        loss = loss + physics_loss
-    return loss, out, terms
-
-
-@torch.no_grad()
-def validation_loss(model, noise_scheduler, loader, device, args, seed: int) -> float:
-    """Mean denoising loss on held-out frames with a fixed noise seed (comparable between evaluations)."""
-    model.eval()
-    generator = torch.Generator(device=device).manual_seed(seed)
-    no_dropout = copy.copy(args)
-    no_dropout.condition_dropout = 0.0
-    total, count = 0.0, 0
-    for batch in loader:
-        loss, _, _ = diffusion_step(model, noise_scheduler, batch, device, no_dropout, generator=generator)
-        n = batch["fields"].shape[0]
-        total, count = total + loss.item() * n, count + n
-    model.train()
-    return total / max(count, 1)
-
-
-def plot_sample_grid(pipeline, batch, path: Path, args: DiffusionArguments, seed: int, num_steps: int) -> None:
-    """True frames of 4 held-out conditions beside samples generated for the same planet and epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = min(4, batch["fields"].shape[0])
-    generator = torch.Generator(device=pipeline.device).manual_seed(seed)
-    samples = pipeline(
-        planet_params=batch["planet_params"][:n], class_labels=batch["class_labels"][:n] if args.use_class_labels else None,
-        num_inference_steps=num_steps, guidance_scale=1.5, generator=generator,
-    ).samples.cpu()
-    real = batch["fields"][:n]
-    config = pipeline.denoiser.config
-    names = config.variable_names
-    show = [names.index(v) for v in ("T", "u") if v in names] or [0]
-    fig, axes = plt.subplots(len(show) * 2, n, figsize=(3.2 * n, 2.2 * len(show) * 2), squeeze=False)
-    for r, v in enumerate(show):
-        for i in range(n):
-            t = real[i, v] if real.dim() == 4 else real[i, v, 0]
-            s = samples[i, v] if samples.dim() == 4 else samples[i, v, 0]
-            lo, hi = float(t.min()), float(t.max())
-            for k, (field_, label) in enumerate(((t, "real"), (s, "generated"))):
-                ax = axes[2 * r + k, i]
-                ax.imshow(field_.numpy(), origin="lower", vmin=lo, vmax=hi, cmap="viridis", aspect="auto")
-                ax.set_title(f"{names[v]} {label} ({batch['planet_id'][i]}, epoch {int(batch['class_labels'][i])})", fontsize=7)
-                ax.set_xticks([])
-                ax.set_yticks([])
-    fig.suptitle(f"Held-out planets: real vs generated (DPM-Solver++ {num_steps} steps, guidance 1.5)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -396,13 +302,13 @@ def main(argv: list[str] | None = None) -> dict:
         if accelerator.is_main_process:
             unwrapped.save_pretrained(output_dir, safe_serialization=True)
             ClimateDiffusionPipeline(denoiser=unwrapped, scheduler=sampler).save_pretrained(output_dir / "pipeline")
-            from astrobio_hf.recipes.diffusion_report import write_training_report
+            from astrobio_hf.evaluation.climate_diffusion import write_training_report
 
             write_training_report(output_dir, unwrapped, state, result, time.perf_counter() - started,
                                   resolved_config(data_args, diff_args, train_args))
     accelerator.wait_for_everyone()
     if diff_args.eval_after_training and accelerator.is_main_process:
-        from astrobio_hf.recipes.diffusion_report import evaluate_and_report
+        from astrobio_hf.evaluation.climate_diffusion import evaluate_and_report
 
         result["evaluation"] = evaluate_and_report(
             output_dir, samplers=("dpmsolver++", "unipc"), steps=(diff_args.sample_steps,), guidance_scales=(1.0, 2.0)

@@ -40,8 +40,8 @@ from astrobio_hf.data.metabolic import (
 )
 from astrobio_hf.hub.init_from import init_weights_from
 from astrobio_hf.hub.training_push import HubPusher
+from astrobio_hf.evaluation.pathway_vae import evaluate_link_prediction
 from astrobio_hf.models.pathway_vae import PathwayVAEConfig, PathwayVAEModel
-from astrobio_hf.recipes.pathway_eval import evaluate_link_prediction
 from astrobio_hf.training import (
     CheckpointManager,
     NonFiniteGuard,
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
     with ema_weights(ema, unwrapped):
         if accelerator.is_main_process:
             unwrapped.save_pretrained(output_dir, safe_serialization=True)
-            from astrobio_hf.recipes.pathway_report import evaluate_and_report
+            from astrobio_hf.evaluation.pathway_vae import evaluate_and_report
 
             result.update(evaluate_and_report(
                 output_dir, unwrapped, train_graphs, heldout_graphs, schema, state,

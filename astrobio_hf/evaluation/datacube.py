@@ -1,4 +1,5 @@
-"""What a datacube run leaves for a person: metrics.json, plots and the model card."""
+"""Held-out evaluation of the datacube U-Net (forecast metrics of the model beside persistence and climatology,
+reduced across processes) and what a datacube run leaves for a person: metrics.json, plots and the model card."""
 
 from __future__ import annotations
 
@@ -17,9 +18,93 @@ import torch
 from astrobio_hf.hub import build_model_card, markdown_table
 from astrobio_hf.hub.init_from import describe_origin
 from astrobio_hf.hub.plots import plot_loss_curves
+from astrobio_hf.metrics import ForecastMetrics
+from astrobio_hf.models.datacube_unet import build_physics_constraints
 
 logger = logging.getLogger(__name__)
 
+CONSTANT_KEYS = ("gravity", "gas_constant", "heat_capacity", "planet_radius")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Batch -> model mapping (what differs between families)
+# ------------------------------------------------------------------------------------------------------
+def model_inputs(batch: dict, device: torch.device) -> dict:
+    """Move a collated batch to the device and name the model's keyword inputs (physical units)."""
+    keys = ("inputs", "labels", "planet_params", *CONSTANT_KEYS)
+    return {k: batch[k].to(device, non_blocking=True) for k in keys}
+
+
+# ------------------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def compute_climatology(loader, accelerator) -> torch.Tensor:
+    """Mean target field per (variable, level, lat, lon) over the training windows: the climatology
+    baseline and the reference for the anomaly correlation. Reduced exactly across processes."""
+    total, count = None, torch.zeros((), device=accelerator.device, dtype=torch.float64)
+    for batch in loader:
+        labels = batch["labels"].to(accelerator.device, dtype=torch.float64)  # (B, V, Tc, Tg, Z, Y, X)
+        s = labels.sum(dim=(0, 2, 3))  # (V, Z, Y, X)
+        total = s if total is None else total + s
+        count += labels.shape[0] * labels.shape[2] * labels.shape[3]
+    total = accelerator.reduce(total, reduction="sum")
+    count = accelerator.reduce(count, reduction="sum")
+    return (total / count).float()[:, None, None]  # (V, 1, 1, Z, Y, X): broadcasts over Tc, Tg
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator, climatology, with_baselines=False, max_batches=0) -> dict:
+    """Validation/test pass with the unwrapped model (no DDP collectives inside, so per-rank batch
+    counts may differ). Returns the mean loss terms and every forecast metric, reduced over processes."""
+    model.eval()
+    config = model.config
+    physics = build_physics_constraints(config, weights={}).to(accelerator.device)  # residuals of every system
+    # SSIM compares (Y, X) maps of one level; its data range per variable is 6 within-level standard
+    # deviations (from the normalisation statistics), i.e. roughly the span of the values in one map.
+    data_range = {v: 6.0 * float(torch.tensor(std).mean()) for v, std in zip(config.variable_names, config.norm_std)}
+    def make(include_ssim: bool) -> ForecastMetrics:
+        return ForecastMetrics(
+            config.lat_values, config.variable_names, data_range, len(config.level_values),
+            physics_names=physics.available(), include_ssim=include_ssim,
+        ).to(accelerator.device)
+
+    # SSIM only in the final test (it dominates evaluation time); the truth needs its physics residuals only.
+    systems = {"model": make(include_ssim=with_baselines)}
+    if with_baselines:
+        systems.update(persistence=make(True), climatology=make(True), truth=make(False))
+    sums = torch.zeros(3, device=accelerator.device, dtype=torch.float64)  # loss, nll, samples
+    for i, batch in enumerate(loader):
+        if max_batches and i >= max_batches:
+            break
+        inputs = model_inputs(batch, accelerator.device)
+        with accelerator.autocast():
+            out = model(**inputs)
+        n = inputs["inputs"].shape[0]
+        sums += torch.stack([out.loss.double() * n, out.nll.double() * n, torch.tensor(n, device=sums.device, dtype=torch.float64)])
+        target = inputs["labels"]
+        constants = {k: inputs[k] for k in CONSTANT_KEYS}
+        clim = climatology.unsqueeze(0).expand_as(target)
+        forecasts = {"model": out.mean.float()}
+        if with_baselines:
+            forecasts["persistence"] = inputs["inputs"][:, :, -1:].expand_as(target)  # the last context frame
+            forecasts["climatology"] = clim
+            forecasts["truth"] = target
+        for system, forecast in forecasts.items():
+            residuals = {k: v.float() for k, v in physics.residuals(forecast, **constants).items()}
+            systems[system].update(forecast, target, clim, physics_residuals=residuals)
+    sums = accelerator.reduce(sums, reduction="sum")
+    result = {"loss": (sums[0] / sums[2]).item(), "nll": (sums[1] / sums[2]).item(), "samples": int(sums[2].item())}
+    for system, metric in systems.items():
+        for key, value in metric.compute().items():
+            result[f"{system}/{key}"] = value
+    model.train()
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------
+# Report: metrics.json, plots, model card
+# ------------------------------------------------------------------------------------------------------
 SYSTEMS = ("model", "persistence", "climatology")
 
 
@@ -124,8 +209,6 @@ def _machine() -> str:
 
 def _mean_lapse_rates(model, batch, pred) -> dict | None:
     """Mean lapse rate (K/km) of the true and the forecast fields of the plotted batch."""
-    from astrobio_hf.models.datacube_unet import build_physics_constraints
-
     physics = build_physics_constraints(model.config, weights={})
     if "lapse_rate" not in physics.available():
         return None

@@ -1,18 +1,82 @@
-"""What a diffusion run leaves for a person: metrics.json, plots, and the model card with the sweep table."""
+"""Evaluation of a climate-diffusion run: the held-out denoising loss, sample grids, and what a diffusion run leaves
+for a person: metrics.json, plots, and the model card with the sweep table (the sweep itself is
+astrobio_hf.diffusion.evaluation)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 from pathlib import Path
 
+import torch
+
+from astrobio_hf.diffusion.training import diffusion_step
 from astrobio_hf.hub import build_model_card, markdown_table
 from astrobio_hf.hub.init_from import describe_origin
 from astrobio_hf.hub.plots import plot_loss_curves
 
 logger = logging.getLogger(__name__)
 
+# ------------------------------------------------------------------------------------------------------
+# Validation loss and sample grids (during training)
+# ------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def validation_loss(model, noise_scheduler, loader, device, args, seed: int) -> float:
+    """Mean denoising loss on held-out frames with a fixed noise seed (comparable between evaluations)."""
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    no_dropout = copy.copy(args)
+    no_dropout.condition_dropout = 0.0
+    total, count = 0.0, 0
+    for batch in loader:
+        loss, _, _ = diffusion_step(model, noise_scheduler, batch, device, no_dropout, generator=generator)
+        n = batch["fields"].shape[0]
+        total, count = total + loss.item() * n, count + n
+    model.train()
+    return total / max(count, 1)
+
+
+def plot_sample_grid(pipeline, batch, path: Path, args, seed: int, num_steps: int) -> None:
+    """True frames of 4 held-out conditions beside samples generated for the same planet and epoch (`args`: the
+    recipe's DiffusionArguments; `use_class_labels` is read)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(4, batch["fields"].shape[0])
+    generator = torch.Generator(device=pipeline.device).manual_seed(seed)
+    samples = pipeline(
+        planet_params=batch["planet_params"][:n], class_labels=batch["class_labels"][:n] if args.use_class_labels else None,
+        num_inference_steps=num_steps, guidance_scale=1.5, generator=generator,
+    ).samples.cpu()
+    real = batch["fields"][:n]
+    config = pipeline.denoiser.config
+    names = config.variable_names
+    show = [names.index(v) for v in ("T", "u") if v in names] or [0]
+    fig, axes = plt.subplots(len(show) * 2, n, figsize=(3.2 * n, 2.2 * len(show) * 2), squeeze=False)
+    for r, v in enumerate(show):
+        for i in range(n):
+            t = real[i, v] if real.dim() == 4 else real[i, v, 0]
+            s = samples[i, v] if samples.dim() == 4 else samples[i, v, 0]
+            lo, hi = float(t.min()), float(t.max())
+            for k, (field_, label) in enumerate(((t, "real"), (s, "generated"))):
+                ax = axes[2 * r + k, i]
+                ax.imshow(field_.numpy(), origin="lower", vmin=lo, vmax=hi, cmap="viridis", aspect="auto")
+                ax.set_title(f"{names[v]} {label} ({batch['planet_id'][i]}, epoch {int(batch['class_labels'][i])})", fontsize=7)
+                ax.set_xticks([])
+                ax.set_yticks([])
+    fig.suptitle(f"Held-out planets: real vs generated (DPM-Solver++ {num_steps} steps, guidance 1.5)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Report: metrics.json, plots, model card with the sweep table
+# ------------------------------------------------------------------------------------------------------
 SWEEP_COLUMNS = (
     ("sampler", "sampler"),
     ("steps", "num_inference_steps"),
