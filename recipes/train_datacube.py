@@ -2,9 +2,12 @@
 
 The recipe itself is astrobio_hf/recipes/train_datacube.py (inside the package, so that the installed
 `astrobio-hf train datacube` runs the very same code); this file is the `accelerate launch` entry point.
+A bad input ends the run with one line (`astrobio-hf: error: ...`, exit status 2; ASTROBIO_HF_TRACEBACK=1 for
+the traceback).
 """
 
 from astrobio_hf.recipes.train_datacube import main
+from astrobio_hf.training.errors import run_main
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
