@@ -12,6 +12,8 @@ Uploads (`create_repo`, `upload_folder` / `create_commit`, `create_tag`):
 - POST /api/{type}s/{repo_id}/commit/{revision} (NDJSON)  -> {"commitUrl", "commitOid"}; inline base64 "file" lines and
                                                              "deletedFile"/"deletedFolder" lines only
 - POST /api/{type}s/{repo_id}/tag/{revision}              -> {}; 409 when the tag exists
+- GET  /api/{type}s/{repo_id}/refs (`list_repo_refs`)     -> {"branches", "converts", "tags", "pullRequests"}, each a list of
+                                                             {"name", "ref", "targetCommit"} ("main" once it has a commit)
 Downloads (`model_info`/`repo_info`, `list_repo_tree`, `snapshot_download`, `hf_hub_download`):
 - GET  /api/models/{repo_id}[/revision/{revision}]        -> {"id", "sha", "siblings": [{"rfilename"}], ...} (revision
                                                              resolution: "main" = last commit, a tag, or a commit id)
@@ -46,6 +48,7 @@ _REPO_PATH = re.compile(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+|[^/]+)/(pr
 _INFO_PATH = re.compile(r"^/api/models/([^/]+/[^/]+|[^/]+?)(?:/revision/([^/]+))?$")
 _TREE_PATH = re.compile(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+)/tree/([^/]+)(?:/(.+))?$")
 _RESOLVE_PATH = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+_REFS_PATH = re.compile(r"^/api/(models|datasets|spaces)/([^/]+/[^/]+|[^/]+)/refs$")
 
 
 def _git_blob_id(content: bytes) -> str:
@@ -188,6 +191,15 @@ class FakeHub:
             repo["tags"][tag] = oid
         return 200, {}
 
+    def _refs(self, repo_id: str):
+        if repo_id not in self.repos:
+            return 404, {"error": "Repository not found", "_code": "RepoNotFound"}
+        with self._lock:
+            repo = self.repos[repo_id]
+            branches = [{"name": "main", "ref": "refs/heads/main", "targetCommit": repo["commits"][-1]}] if repo["commits"] else []
+            tags = [{"name": t, "ref": f"refs/tags/{t}", "targetCommit": oid} for t, oid in sorted(repo["tags"].items())]
+        return 200, {"branches": branches, "converts": [], "tags": tags, "pullRequests": []}
+
     # ------------------------------------------------------------------ download handlers
 
     def _snapshot(self, repo_id: str, revision: str):
@@ -268,6 +280,8 @@ class FakeHub:
             if action == "commit":
                 return self._commit(repo_id, repo, body)
             return self._tag(repo, revision, body)
+        if method == "GET" and (m := _REFS_PATH.match(path)):
+            return self._refs(unquote(m.group(2)))
         if method == "GET" and (m := _TREE_PATH.match(path)):
             _, repo_id, revision, prefix = m.groups()
             recursive = query.get("recursive", ["False"])[0].lower() == "true"

@@ -9,8 +9,9 @@ A family's test class inherits `ModelTesterMixin` and gives:
 - optionally `wrong_shape_inputs(config, inputs)` -> a list of `(description, inputs)` that must raise
   `ValueError` (the default cuts the last axis of the main input and adds an axis to it).
 
-Checks: save/from_pretrained round trip (safetensors, same outputs, nothing missing or unexpected), Auto-class
-resolution by `model_type`, output shapes and `loss` as the first output field, one training step gives a
+Checks: save/from_pretrained round trip (safetensors, same outputs, nothing missing or unexpected), a clear error
+naming the folder and the missing config.json when a local folder holds only weights, Auto-class resolution by
+`model_type`, output shapes and `loss` as the first output field, one training step gives a
 non-zero finite gradient on every trainable parameter, gradient checkpointing on/off equivalence (loss and every
 gradient) with the checkpoint function really used, and a clear `ValueError` for wrong-shaped inputs.
 """
@@ -99,6 +100,19 @@ class ModelTesterMixin:
         assert type(loaded) is self.model_class
         with torch.no_grad():
             assert_outputs_close(model(**inputs), loaded(**inputs))
+
+    def test_from_pretrained_without_config_names_the_missing_file(self, tmp_path):
+        config, _ = self.prepare_config_and_inputs()
+        self._model(config).save_pretrained(tmp_path)
+        (tmp_path / "config.json").unlink()
+        with pytest.raises((FileNotFoundError, ValueError), match="config.json") as error:
+            self.model_class.from_pretrained(tmp_path)
+        message = str(error.value)
+        assert str(tmp_path) in message and "model.safetensors" in message, message
+        # with the config given explicitly, the weights alone are enough
+        loaded, info = self.model_class.from_pretrained(tmp_path, config=config, output_loading_info=True)
+        assert type(loaded) is self.model_class
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
 
     def test_auto_classes_resolve_by_model_type(self, tmp_path):
         config, _ = self.prepare_config_and_inputs()

@@ -134,6 +134,22 @@ def test_wrong_labels_batch_is_a_clear_error():
         model(torch.zeros(3, 5, 5))
 
 
+
+def test_floating_adjacency_of_another_dtype_is_a_clear_error():
+    config = tiny_config()
+    model = LegacyPathwayVAEModel(config).eval()
+    adjacency = random_adjacency(3, config.max_nodes)
+    for dtype in (torch.float64, torch.float16):
+        with pytest.raises(ValueError, match=rf"adjacency: expected dtype torch.float32 \(the model's\).*got {dtype}"):
+            model(adjacency.to(dtype), labels=adjacency)
+        with pytest.raises(ValueError, match=rf"adjacency: expected dtype torch.float32 \(the model's\).*got {dtype}"):
+            model.encode(adjacency.to(dtype))
+    # 0/1 integer and bool adjacency keep being read as the documented cast to the model's dtype
+    expected = model(adjacency).edge_probabilities
+    for dtype in (torch.long, torch.bool):
+        torch.testing.assert_close(model(adjacency.to(dtype)).edge_probabilities, expected, rtol=0, atol=0)
+
+
 def test_binary_auroc_matches_known_values():
     scores = torch.tensor([0.1, 0.4, 0.35, 0.8])
     targets = torch.tensor([0, 0, 1, 1])

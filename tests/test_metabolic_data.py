@@ -235,6 +235,25 @@ def test_missing_or_foreign_dataset_is_named(tmp_path, built):
         write_metabolic_dataset(tmp_path / "x", seed=-1)
 
 
+
+def test_truncated_parquet_is_named_with_how_to_rebuild(tmp_path, built):
+    import shutil
+
+    data_dir = tmp_path / "metabolic"
+    shutil.copytree(built[0], data_dir)
+    path = data_dir / "graphs.parquet"
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) // 2])
+    for role in ("train", "heldout_organism"):
+        with pytest.raises(ValueError, match="truncated or corrupted") as error:
+            load_graphs(data_dir, role)
+        message = str(error.value)
+        assert str(path) in message, message
+        assert f"astrobio-hf data metabolic --output {data_dir} --seed 0" in message, message
+    assert load_metabolic_schema(data_dir) == built[1]  # schema.json itself is intact
+    assert len(load_graphs(built[0], "train")) > 0  # the original is untouched
+
+
 def test_ensure_reuses_an_existing_dataset(built):
     data_dir, schema = built
     mtime = os.path.getmtime(data_dir / "graphs.parquet")

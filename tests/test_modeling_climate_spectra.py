@@ -206,6 +206,23 @@ def test_empty_modality_guard_and_consistency_zero_with_one_modality():
     assert preds.loss is None and preds.cube.shape == inputs["cube"].shape
 
 
+
+def test_input_of_another_dtype_than_the_model_is_a_clear_error():
+    config = tiny_config()
+    model = ClimateSpectraForMultiTask(config).eval()
+    inputs = tiny_inputs(config)
+    for name in ("cube", "spectrum"):
+        bad = dict(inputs, **{name: inputs[name].double()})
+        with pytest.raises(ValueError, match=rf"{name}: expected dtype torch.float32 \(the model's\), got torch.float64"):
+            model(**bad)
+        with pytest.raises(ValueError, match=rf"{name}: expected dtype torch.float32 \(the model's\), got torch.float64"):
+            model.encoder(**{name: bad[name]})
+    # in the model's dtype, float64 works end to end
+    model.double()
+    out = model(**{k: v.double() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()})
+    assert out.loss.dtype == torch.float64 and torch.isfinite(out.loss)
+
+
 def test_smoothness_over_all_spatial_axes_and_schedule():
     cube = torch.zeros(1, 1, 1, 1, 3, 4, 4)
     assert float(smoothness_penalty(cube)) == 0.0

@@ -150,6 +150,49 @@ def test_push_to_hub(run_dir, tmp_path):
     assert hub.validated_metadata and hub.validated_metadata[-1]["model-index"][0]["name"] == "datacube-unet"
 
 
+
+def test_push_to_an_existing_tag_is_refused_before_anything_is_uploaded(run_dir, tmp_path):
+    from huggingface_hub import HfApi, hf_hub_download
+
+    from astrobio_hf.hub.release import push_release
+
+    repo_id = "astrobio/datacube-unet"
+    # another run, other weights, released under the same version into another output root
+    other_run = tmp_path / "other_run"
+    torch.manual_seed(1)
+    DatacubeUNetForForecast(tiny_config()).eval().save_pretrained(other_run, safe_serialization=True)
+    assert (other_run / "model.safetensors").read_bytes() != (run_dir / "model.safetensors").read_bytes()
+
+    with FakeHub(lifetime_s=60) as hub:
+        first = release_run(run_dir, name="datacube-unet", version="1.0.0", output_root=tmp_path / "first",
+                            push=repo_id, endpoint=hub.url, token=FAKE_TOKEN)
+        repo = hub.repos[repo_id]
+        first_commit, first_weights = repo["commits"][-1], repo["files"]["model.safetensors"]
+        requests_before = len(hub.requests)
+
+        with pytest.raises(ReleaseExistsError, match=rf"tag v1.0.0 already exists in Hub repo {repo_id}") as error:
+            release_run(other_run, name="datacube-unet", version="1.0.0", output_root=tmp_path / "second",
+                        push=repo_id, endpoint=hub.url, token=FAKE_TOKEN)
+        assert first_commit in str(error.value)
+        assert not (tmp_path / "second" / "datacube-unet" / "v1.0.0").exists()  # refused before the local release too
+        # a release folder pushed directly is refused the same way
+        with pytest.raises(ReleaseExistsError, match=rf"tag v1.0.0 already exists in Hub repo {repo_id}"):
+            push_release(first, repo_id, endpoint=hub.url, token=FAKE_TOKEN)
+        pushed = hub.requests[requests_before:]
+        assert all(method == "GET" for method, _ in pushed), pushed  # only the refs were read: no repo, commit or tag
+
+        # main still serves the first release's weights, at the first release's commit
+        api = HfApi(endpoint=hub.url, token=FAKE_TOKEN)
+        assert api.model_info(repo_id).sha == first_commit
+        main_weights = hf_hub_download(repo_id, "model.safetensors", revision="main", endpoint=hub.url,
+                                       cache_dir=tmp_path / "hf_cache", token=FAKE_TOKEN)
+    assert hub.unexpected == []
+    assert repo["commits"] == [first_commit]
+    assert repo["tags"] == {"v1.0.0": first_commit}
+    assert repo["files"]["model.safetensors"] == first_weights == (first / "model.safetensors").read_bytes()
+    assert Path(main_weights).read_bytes() == (run_dir / "model.safetensors").read_bytes()
+
+
 @pytest.fixture
 def diffusion_run_dir(tmp_path) -> Path:
     """What the diffusion recipe leaves: the model at the root and the same model as pipeline/denoiser/."""

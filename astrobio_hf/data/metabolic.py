@@ -678,7 +678,10 @@ def load_graphs(data_dir: str | os.PathLike, split_role: str) -> list:
     Each ``Data`` has ``x`` (N, F) float32 in physical units, ``edge_index`` (the training edges in both directions,
     (2, 2k) long, for message passing and as training positives), ``val_pos_edge_index``, ``val_neg_edge_index``,
     ``test_pos_edge_index``, ``test_neg_edge_index`` ((2, k) long, ``i < j`` pairs), ``graph_id`` and ``num_nodes``.
-    Rows are streamed with ``datasets`` (no cache files are written)."""
+    Rows are streamed with ``datasets`` (no cache files are written). A data file whose Parquet footer cannot be
+    read (truncated or corrupted) is a ``ValueError`` naming it and how to rebuild the dataset."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     import torch
     from datasets import load_dataset
     from torch_geometric.data import Data
@@ -690,6 +693,14 @@ def load_graphs(data_dir: str | os.PathLike, split_role: str) -> list:
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
         raise FileNotFoundError(f"{missing[0]} is listed in {Path(data_dir) / SCHEMA_FILENAME} but missing; {_BUILD_HINT}")
+    for f in files:
+        try:
+            pq.ParquetFile(f).close()  # reads the footer only
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(
+                f"{f} is truncated or corrupted: expected a complete Parquet file of graphs ({e}); rebuild the dataset "
+                f"with `astrobio-hf data metabolic --output {data_dir} --seed {schema.get('seed', 0)}`"
+            ) from e
     num_features = len(schema["node_feature_names"])
     ds = load_dataset("parquet", data_files={"graphs": files}, split="graphs", streaming=True, features=_row_features())
     graphs = []

@@ -15,7 +15,9 @@ run's root, otherwise the release is refused.
 
 Versions are immutable: a release is built in a temporary folder next to its destination and renamed into
 place, and an existing version is refused. `push_release` uploads a release folder to a Hub repository
-(allowed files only) and tags the commit `v<version>`.
+(allowed files only) and tags the commit `v<version>`; a tag `v<version>` that already exists in the repository
+is refused before anything is uploaded (and, with `release_run(push=...)`, before the local release is built),
+so `main` keeps serving the weights it had.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import RepositoryNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +290,27 @@ def _check_run_dir(run_dir: Path) -> None:
         raise ValueError(f"{run_dir / 'model.safetensors'} is not a readable safetensors file: {err}") from err
 
 
+def _hub_api(endpoint: str | None, token: str | None) -> HfApi:
+    # HF_ENDPOINT is read now, not only when huggingface_hub was imported (as the push while training does).
+    return HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
+
+
+def _check_tag_free(api: HfApi, repo_id: str, tag: str) -> None:
+    """Refuse (`ReleaseExistsError`) a tag that already exists in Hub repo `repo_id`; a repo that does not exist
+    yet has none. Called before anything is uploaded: a commit to `main` followed by a refused tag would leave
+    `main` serving weights that no release names."""
+    try:
+        refs = api.list_repo_refs(repo_id, repo_type="model")
+    except RepositoryNotFoundError:
+        return
+    for ref in refs.tags:
+        if ref.name == tag:
+            raise ReleaseExistsError(
+                f"tag {tag} already exists in Hub repo {repo_id} (commit {ref.target_commit}); versions are immutable, "
+                "choose a new version (nothing was uploaded)"
+            )
+
+
 def release_run(
     run_dir: str | os.PathLike,
     *,
@@ -301,7 +325,8 @@ def release_run(
     """Build `<output_root>/<name>/v<version>/` (README.md card, config.json, model.safetensors, and for a
     diffusion run model_index.json + scheduler/scheduler_config.json) from `run_dir`, atomically; refuse an
     existing version (`ReleaseExistsError`). With `push=REPO_ID`, upload it to the Hub
-    (`endpoint` or HF_ENDPOINT) and tag the commit `v<version>`. Returns the release folder."""
+    (`endpoint` or HF_ENDPOINT) and tag the commit `v<version>`; a tag that already exists there is refused
+    (`ReleaseExistsError`) before the release is built. Returns the release folder."""
     run_dir = Path(run_dir)
     version = normalize_version(version)
     final = release_dir_for(name, version, output_root)
@@ -309,6 +334,8 @@ def release_run(
         raise ReleaseExistsError(f"release {final} already exists; versions are immutable, choose a new version")
     _check_run_dir(run_dir)
     pipeline = pipeline_sources(run_dir)
+    if push:
+        _check_tag_free(_hub_api(endpoint, token), push, f"v{version}")
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.", suffix=".tmp", dir=final.parent))
@@ -347,15 +374,16 @@ def push_release(
     private: bool | None = None,
 ) -> str:
     """Upload a release folder (exactly `release_files(release_dir)`) to model repo `repo_id` and tag the
-    commit `v<version>` (version defaults to the folder name). Returns the commit id."""
+    commit `v<version>` (version defaults to the folder name). A tag `v<version>` that already exists in the
+    repo is refused (`ReleaseExistsError`) before anything is uploaded. Returns the commit id."""
     release_dir = Path(release_dir)
     version = normalize_version(version or release_dir.name)
     present = _files_under(release_dir)
     expected = sorted(release_files(release_dir))
     if present != expected:
         raise ValueError(f"expected exactly {expected} in release {release_dir}, found {present}")
-    # HF_ENDPOINT is read now, not only when huggingface_hub was imported (as the push while training does).
-    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
+    api = _hub_api(endpoint, token)
+    _check_tag_free(api, repo_id, f"v{version}")
     api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
     commit = api.upload_folder(
         repo_id=repo_id,

@@ -386,7 +386,7 @@ class ClimateSpectraModel(ClimateSpectraPreTrainedModel):
         self.post_init()
 
     def check_inputs(self, cube, spectrum) -> int:
-        """Validate the modalities at the public boundary; returns the batch size."""
+        """Validate the modalities at the public boundary (shape, batch size, the model's dtype); returns the batch size."""
         config = self.config
         if cube is None and spectrum is None:
             raise ValueError("expected at least one modality (cube and/or spectrum), got neither")
@@ -400,6 +400,9 @@ class ClimateSpectraModel(ClimateSpectraPreTrainedModel):
             _check_tensor("spectrum", spectrum, config.spectrum_shape,
                           f"(B, Tc, P, W) = (B, {', '.join(map(str, config.spectrum_shape))})", batch_size)
             batch_size = spectrum.shape[0]
+        for name, tensor in (("cube", cube), ("spectrum", spectrum)):
+            if tensor is not None and tensor.dtype != self.dtype:
+                raise ValueError(f"{name}: expected dtype {self.dtype} (the model's), got {tensor.dtype}")
         return batch_size
 
     def normalize_cube(self, cube: torch.Tensor) -> torch.Tensor:

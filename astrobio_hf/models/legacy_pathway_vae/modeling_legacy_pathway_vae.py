@@ -98,8 +98,16 @@ class LegacyPathwayVAEModel(LegacyPathwayVAEPreTrainedModel):
         return tensor.reshape(shape[0], n * n)
 
     def encode(self, adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, N, N) or (B, N*N) adjacency -> latent (mean, log_variance), each (B, L)."""
-        hidden = self.encoder(self._flatten("adjacency", adjacency))
+        """(B, N, N) or (B, N*N) adjacency -> latent (mean, log_variance), each (B, L).
+
+        A floating adjacency must be in the model's dtype (integer or bool 0/1 tensors are cast to it)."""
+        flat = self._flatten("adjacency", adjacency)
+        dtype = self.encoder[0].weight.dtype
+        if flat.dtype != dtype:
+            raise ValueError(
+                f"adjacency: expected dtype {dtype} (the model's) or an integer/bool 0/1 tensor, got {adjacency.dtype}"
+            )
+        hidden = self.encoder(flat)
         latent = self.config.latent_size
         return hidden[:, :latent], hidden[:, latent:]
 
@@ -116,8 +124,8 @@ class LegacyPathwayVAEModel(LegacyPathwayVAEPreTrainedModel):
     ) -> LegacyPathwayVAEOutput:
         """
         Args:
-            adjacency (`torch.Tensor` of shape `(B, N, N)` or `(B, N*N)`): zero-padded adjacency matrices (0/1);
-                integer or bool tensors are cast to the model's dtype.
+            adjacency (`torch.Tensor` of shape `(B, N, N)` or `(B, N*N)`): zero-padded adjacency matrices (0/1)
+                in the model's dtype; integer or bool tensors are cast to it, another floating dtype is a ValueError.
             labels (`torch.Tensor` of the same shape, *optional*): target adjacency (usually `adjacency` itself);
                 when given, `loss = reconstruction_loss + kl_loss`.
             sample (`bool`, defaults to `False`): decode a reparametrised sample `mean + exp(logvar / 2) * eps`
