@@ -15,21 +15,15 @@ the --init_from weights); --push_to_hub pushes checkpoints and the final model a
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import torch
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from astrobio_hf.data.frames import build_frame_dataset, collate_frames
 from astrobio_hf.data.schema import DatasetSchema
@@ -38,34 +32,22 @@ from astrobio_hf.data.synth import synthesize_planets
 from astrobio_hf.diffusion.pipeline_climate_diffusion import ClimateDiffusionPipeline
 from astrobio_hf.diffusion.schedulers import make_scheduler
 from astrobio_hf.diffusion.training import diffusion_step
-from astrobio_hf.evaluation.climate_diffusion import plot_sample_grid, validation_loss
+from astrobio_hf.evaluation.climate_diffusion import evaluate_and_report, plot_sample_grid, validation_loss, write_training_report
 from astrobio_hf.hub.init_from import init_weights_from
-from astrobio_hf.hub.training_push import HubPusher
-from astrobio_hf.models.climate_diffusion import (
-    ClimateDiffusionConfig,
-    ClimateDiffusionModel,
-)
+from astrobio_hf.models.climate_diffusion import ClimateDiffusionConfig, ClimateDiffusionModel
 from astrobio_hf.physics.constraints import PhysicsConstraints
 from astrobio_hf.training import (
-    CheckpointManager,
-    NonFiniteGuard,
     TrainingArguments,
-    TrainingState,
-    create_ema,
     create_optimizer,
     ema_weights,
-    guarded_optimizer_step,
+    finish_run,
+    fit,
+    micro_batches_per_epoch,
     parse_recipe_args,
+    start_run,
 )
-from astrobio_hf.training.args import resolved_config
-from astrobio_hf.training.optim import micro_batches_per_epoch
-from astrobio_hf.training.tracking import (
-    LoopTimer,
-    device_memory,
-    init_trackers,
-    model_summary,
-    setup_logging,
-)
+from astrobio_hf.training.args import json_option, resolved_config
+from astrobio_hf.training.tracking import log_images
 
 logger = logging.getLogger("astrobio_hf.recipes.train_diffusion")
 
@@ -114,6 +96,9 @@ class DiffusionArguments:
     )
 
 
+ARGUMENT_TYPES = (DataArguments, DiffusionArguments, TrainingArguments)
+
+
 def frame_loader(data_dir, split, schema, data_args, train_args, accelerator, level_indices, shuffle: bool) -> DataLoader:
     dataset = build_frame_dataset(
         data_dir, split, shuffle_buffer=data_args.shuffle_buffer if shuffle else 0, seed=train_args.seed,
@@ -125,23 +110,18 @@ def frame_loader(data_dir, split, schema, data_args, train_args, accelerator, le
     )
 
 
-def main(argv: list[str] | None = None) -> dict:
-    data_args, diff_args, train_args = parse_recipe_args(
-        (DataArguments, DiffusionArguments, TrainingArguments), sys.argv[1:] if argv is None else argv, defaults=RECIPE_DEFAULTS
-    )
+def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
+    data_args, diff_args, train_args = parse_recipe_args(ARGUMENT_TYPES, sys.argv[1:] if argv is None else argv, defaults=RECIPE_DEFAULTS)
+    physics_weights = json_option("physics_weights", diff_args.physics_weights)
+    try:
+        level_indices = [int(i) for i in data_args.levels.split(",")]
+    except ValueError:
+        raise ValueError(f"expected --levels a comma list of level indices (e.g. 0,1,2), got {data_args.levels!r}") from None
     output_dir = Path(train_args.output_dir)
-    report_to = [n for n in train_args.report_to.split(",") if n and n != "none"]
-    level_indices = [int(i) for i in data_args.levels.split(",")]
+    run_config = resolved_config(data_args, diff_args, train_args)
 
-    # 1. Accelerator and logging.
-    accelerator = Accelerator(
-        gradient_accumulation_steps=train_args.gradient_accumulation_steps,
-        step_scheduler_with_optimizer=False,  # the schedule below counts global optimizer steps
-        log_with=report_to or None,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-    )
-    setup_logging(accelerator)
-    set_seed(train_args.seed)
+    # 1. The run: checks, the output-folder lock, Accelerator.
+    accelerator = start_run(train_args)
     started = time.perf_counter()
 
     # 2. Data schema (the embedded default is synthesised on first use, by one process).
@@ -153,27 +133,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 3. Config and model; grid, variables and normalisation from the schema.
     config = ClimateDiffusionConfig.from_schema(
-        schema,
-        level_indices=level_indices,
-        block_out_channels=[int(c) for c in diff_args.block_out_channels.split(",")],
+        schema, level_indices=level_indices, block_out_channels=[int(c) for c in diff_args.block_out_channels.split(",")],
         layers_per_block=diff_args.layers_per_block,
         num_class_labels=len(schema.geological_time_values) if diff_args.use_class_labels else 0,
-        condition_dropout=diff_args.condition_dropout,
-        prediction_type=diff_args.prediction_type,
+        condition_dropout=diff_args.condition_dropout, prediction_type=diff_args.prediction_type,
     )
     model = ClimateDiffusionModel(config)
-    init_origin = None
-    if train_args.init_from:  # weights only, before EMA and optimizer see the parameters; every process calls it
-        init_origin = init_weights_from(model, train_args.init_from, accelerator)
-    logger.info("model summary\n%s", model_summary(model))
+    init_origin = init_weights_from(model, train_args.init_from, accelerator) if train_args.init_from else None
 
-    # 4. Noise scheduler (DDPM, diffusers) and EMA (diffusers, with warmup).
-    noise_scheduler = make_scheduler(
-        "ddpm", prediction_type=diff_args.prediction_type, zero_terminal_snr=diff_args.zero_terminal_snr,
-        num_train_timesteps=diff_args.num_train_timesteps,
-    )
-    ema = create_ema(model, train_args.ema_decay)
-    physics_weights = json.loads(diff_args.physics_weights)
+    # 4. Noise scheduler (DDPM, diffusers), the sampler of the logged grids, optional physics on the clean sample.
+    schedule = {"prediction_type": diff_args.prediction_type, "zero_terminal_snr": diff_args.zero_terminal_snr,
+                "num_train_timesteps": diff_args.num_train_timesteps}
+    noise_scheduler, sampler = make_scheduler("ddpm", **schedule), make_scheduler("dpmsolver++", **schedule)
     physics = None
     if physics_weights:
         physics = PhysicsConstraints(
@@ -181,143 +152,53 @@ def main(argv: list[str] | None = None) -> dict:
             levels=config.level_values, level_unit=config.level_unit,
         ).to(accelerator.device)
 
-    # 5. Optimizer.
+    # 5. Optimizer; datasets (frames of windows with context 1; each window row gives Tg frames).
     optimizer = create_optimizer(model, train_args.learning_rate, train_args.weight_decay, (train_args.adam_beta1, train_args.adam_beta2))
-
-    # 6. Datasets (frames of windows with context 1; each window row gives Tg frames).
     with accelerator.main_process_first():
         train_loader = frame_loader(data_args.data_dir, "train", schema, data_args, train_args, accelerator, level_indices, shuffle=True)
         val_loader = frame_loader(data_args.data_dir, "validation", schema, data_args, train_args, accelerator, level_indices, shuffle=False)
-
-    # 7. LR schedule from the real number of optimizer steps.
     per_rank = [count_windows(schema, "train", 1, 1, rank=r, world_size=accelerator.num_processes) for r in range(accelerator.num_processes)]
-    micro_per_epoch = micro_batches_per_epoch(per_rank, train_args.per_device_batch_size, train_args.gradient_accumulation_steps)
-    steps_per_epoch = micro_per_epoch // train_args.gradient_accumulation_steps
-    total_steps = train_args.max_steps or steps_per_epoch * train_args.num_epochs
-    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(train_args.warmup_ratio * total_steps), total_steps)
-    logger.info("%d micro-batches/epoch/process, %d optimizer steps in all", micro_per_epoch, total_steps)
-
-    # 8. prepare, register state, trackers.
-    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
-    unwrapped = accelerator.unwrap_model(model)
-    state = TrainingState()
-    accelerator.register_for_checkpointing(state)
-    if ema is not None:
-        ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
-    checkpoints = CheckpointManager(accelerator, output_dir, keep=train_args.keep_checkpoints)
-    guard = NonFiniteGuard(accelerator, train_args.max_nonfinite_steps)
-    pusher = HubPusher.from_args(accelerator, train_args, config)  # creates the repo now: a bad token fails before training
-    init_trackers(accelerator, "diffusion", ",".join(report_to), resolved_config(data_args, diff_args, train_args), str(output_dir))
-
-    # 9. Resume.
-    resume_from = checkpoints.resolve_resume(train_args.resume)
-    if resume_from is not None:
-        checkpoints.load(resume_from)
-
-    # 10. The loop.
-    sampler = make_scheduler("dpmsolver++", prediction_type=diff_args.prediction_type, zero_terminal_snr=diff_args.zero_terminal_snr,
-                             num_train_timesteps=diff_args.num_train_timesteps)
     val_batch = next(iter(val_loader))
-    progress = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_main_process, desc="train")
-    timer = LoopTimer(skip_steps=2)
-    running = torch.zeros(2, device=accelerator.device)
-    stop = state.global_step >= total_steps
-    model.train()
-    while not stop:
-        train_loader.dataset.set_epoch(state.epoch)
-        batches = iter(train_loader)
-        for _ in range(state.batches_in_epoch):  # replay the seeded stream up to the saved position
-            next(batches)
-        while state.batches_in_epoch < micro_per_epoch:
-            batch = next(batches)
-            state.batches_in_epoch += 1
-            with accelerator.accumulate(model):
-                loss, _, physics_terms = diffusion_step(model, noise_scheduler, batch, accelerator.device, diff_args, physics)
-                accelerator.backward(loss)
-                grad_norm, step_ok = guarded_optimizer_step(
-                    accelerator, model, optimizer, lr_scheduler, guard, loss, train_args.max_grad_norm
-                )
-            running += torch.stack([loss.detach().float(), torch.ones((), device=running.device)])
-            if not accelerator.sync_gradients:
-                continue
-            if not step_ok:
-                state.skipped_steps += 1
-                continue
 
-            if ema is not None:
-                ema.step([p for p in unwrapped.parameters() if p.requires_grad])
-            state.global_step += 1
-            timer.step(samples=batch["fields"].shape[0] * accelerator.num_processes * train_args.gradient_accumulation_steps)
-            progress.update(1)
-            if state.global_step % train_args.log_every == 0 or state.global_step == total_steps:
-                mean_loss = accelerator.reduce(running[0] / running[1], reduction="mean").item()
-                running.zero_()
-                accelerator.log({
-                    "train/loss": mean_loss, "train/lr": lr_scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm),
-                    "train/skipped_steps": state.skipped_steps,
-                    **{f"physics/{k}": v.detach().float().item() for k, v in physics_terms.items()},
-                    **device_memory(accelerator.device),
-                }, step=state.global_step)
-                state.history.append({"step": state.global_step, "train/loss": mean_loss})
-                progress.set_postfix(loss=f"{mean_loss:.4f}")
+    # 6. The family's part: the denoising loss (min-SNR weights, per-example condition dropout) and validation,
+    # which also draws a grid of samples for held-out conditions and sends it to the trackers.
+    def compute_loss(model, batch, state):
+        loss, _, physics_terms = diffusion_step(model, noise_scheduler, batch, accelerator.device, diff_args, physics)
+        return loss, {f"physics/{k}": v for k, v in physics_terms.items()}
 
-            end_of_epoch = state.batches_in_epoch >= micro_per_epoch
-            do_eval = (train_args.eval_every and state.global_step % train_args.eval_every == 0) or end_of_epoch or state.global_step == total_steps
-            is_best = False
-            if do_eval:
-                timer.pause()
-                with ema_weights(ema, unwrapped):
-                    metric = validation_loss(unwrapped, noise_scheduler, val_loader, accelerator.device, diff_args, seed=train_args.seed)
-                    if accelerator.is_main_process and (diff_args.sample_every == 0 or state.global_step % diff_args.sample_every == 0):
-                        pipe = ClimateDiffusionPipeline(denoiser=unwrapped, scheduler=sampler)
-                        pipe.set_progress_bar_config(disable=True)
-                        (output_dir / "plots").mkdir(parents=True, exist_ok=True)
-                        plot_sample_grid(pipe, val_batch, output_dir / "plots" / "samples_latest.png", diff_args, train_args.seed, diff_args.sample_steps)
-                        tracker = accelerator.get_tracker("tensorboard") if "tensorboard" in report_to else None
-                        if tracker is not None:
-                            import matplotlib.image as mpimg
+    def validate(model, state):
+        loss = validation_loss(model, noise_scheduler, val_loader, accelerator.device, diff_args, seed=train_args.seed)
+        if accelerator.is_main_process and (diff_args.sample_every == 0 or state.global_step % diff_args.sample_every == 0):
+            pipe = ClimateDiffusionPipeline(denoiser=model, scheduler=sampler)
+            pipe.set_progress_bar_config(disable=True)
+            grid = output_dir / "plots" / "samples_latest.png"
+            grid.parent.mkdir(parents=True, exist_ok=True)
+            plot_sample_grid(pipe, val_batch, grid, diff_args, train_args.seed, diff_args.sample_steps)
+            log_images(accelerator, {"samples": grid}, step=state.global_step)
+        return {"loss": loss}
 
-                            image = mpimg.imread(output_dir / "plots" / "samples_latest.png")[..., :3]
-                            tracker.log_images({"samples": image}, step=state.global_step, dataformats="HWC")
-                is_best = state.record_validation(metric)
-                accelerator.log({"val/loss": metric}, step=state.global_step)
-                logger.info("step %d: val loss %.4f%s", state.global_step, metric, " (best)" if is_best else "")
-            stop = state.global_step >= total_steps or state.patience_exhausted(train_args.early_stopping_patience)
-            if end_of_epoch:
-                state.epoch += 1
-                state.batches_in_epoch = 0
-            if state.global_step % train_args.checkpoint_every == 0 or is_best or stop or end_of_epoch:
-                timer.pause()
-                saved = checkpoints.save(state.global_step, metric=state.best_metric if is_best else None, is_best=is_best)
-                pusher.on_checkpoint(state.global_step, saved)
-            if stop or end_of_epoch:
-                break
-    progress.close()
+    # 7. The loop.
+    result = fit(
+        accelerator, model, optimizer, train_loader, train_args, loss_fn=compute_loss, evaluate=validate,
+        micro_batches_per_epoch=micro_batches_per_epoch(per_rank, train_args.per_device_batch_size, train_args.gradient_accumulation_steps),
+        run_config=run_config, project="diffusion", hooks=hooks, samples_in=lambda batch: batch["fields"].shape[0],
+    )
 
-    # 11. Release the EMA weights of the best checkpoint: the model, and a pipeline with a fast sampler.
-    checkpoints.restore_best_weights(state)  # weights + EMA of the best validation step, this run's history
-    result = {"global_step": state.global_step, "best_val_loss": state.best_metric, "train_throughput": timer.summary(), "init_from": init_origin}
-    with ema_weights(ema, unwrapped):
+    # 8. Release the EMA weights of the best checkpoint: the model, and a pipeline with a fast sampler.
+    summary = {"global_step": result.state.global_step, "best_val_loss": result.state.best_metric,
+               "train_throughput": result.throughput, "init_from": init_origin}
+    with ema_weights(result.ema, result.model) as final:
         if accelerator.is_main_process:
-            unwrapped.save_pretrained(output_dir, safe_serialization=True)
-            ClimateDiffusionPipeline(denoiser=unwrapped, scheduler=sampler).save_pretrained(output_dir / "pipeline")
-            from astrobio_hf.evaluation.climate_diffusion import write_training_report
-
-            write_training_report(output_dir, unwrapped, state, result, time.perf_counter() - started,
-                                  resolved_config(data_args, diff_args, train_args))
+            final.save_pretrained(output_dir, safe_serialization=True)
+            ClimateDiffusionPipeline(denoiser=final, scheduler=sampler).save_pretrained(output_dir / "pipeline")
+            write_training_report(output_dir, final, result.state, summary, time.perf_counter() - started, run_config)
     accelerator.wait_for_everyone()
     if diff_args.eval_after_training and accelerator.is_main_process:
-        from astrobio_hf.evaluation.climate_diffusion import evaluate_and_report
-
-        result["evaluation"] = evaluate_and_report(
+        summary["evaluation"] = evaluate_and_report(
             output_dir, samplers=("dpmsolver++", "unipc"), steps=(diff_args.sample_steps,), guidance_scales=(1.0, 2.0)
         )
-    accelerator.wait_for_everyone()
-    accelerator.end_training()  # trackers flushed before the push, which may fail
-    pusher.on_end()  # main process only: model, card (with the evaluation) and pipeline files; then wait for every upload
-    pusher.wait()
-    return result
+    finish_run(result)  # the final model, card (with the evaluation) and pipeline files are pushed here
+    return summary
 
 
 if __name__ == "__main__":
