@@ -6,6 +6,7 @@
     astrobio-hf data metabolic [--output DIR] [--seed N]        # real metabolic-network graphs (cobra's offline models)
     astrobio-hf data spectra [--output DIR] [--n-samples N] [--seed S]   # WASP-43b (cube, spectrum) pairs (nemesispy)
     astrobio-hf train datacube|diffusion|pathway-vae|cnn-vit|climate-spectra [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
+    astrobio-hf tune <family> [config.yaml] --space space.yaml --n-trials N [--storage sqlite:///...] [--pruner median|hyperband|none] [...]   # Optuna study over the recipe's fields
     astrobio-hf release RUN_DIR --name NAME --version 1.0.0 [--push REPO_ID] [--output-root model_cards]
     astrobio-hf convert legacy-pathway-vae PATH --output DIR [--graphs NPZ]
     astrobio-hf eval diffusion RUN_DIR [--samplers ddim,dpmsolver++,unipc] [--steps 10,20,50] [--guidance 1,2]
@@ -95,20 +96,41 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--samples-per-condition", type=int, default=8)
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--seed", type=int, default=0)
+
+    tune = sub.add_parser("tune", help="Optuna study over any field of a recipe's dataclasses (each trial an ordinary run)")
+    tune.add_argument("family", choices=sorted(FAMILIES))
+    tune.add_argument("config", nargs="?", default=None, help="base config.yaml of the recipe (default: the recipe's defaults)")
+    tune.add_argument("--space", required=True, help="search space YAML: field: {type: float|int|categorical, low, high, log, step, choices}")
+    tune.add_argument("--n-trials", type=int, required=True, help="finished trials (complete + pruned + failed) the study should hold; a rerun adds the missing ones")
+    tune.add_argument("--storage", default=None, help="sqlite:///path.db or an Optuna journal file *.log/*.jsonl (default: sqlite:///<output-dir>/study.db)")
+    tune.add_argument("--study-name", default=None, help="default: the family name")
+    tune.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    tune.add_argument("--pruner-startup-trials", type=int, default=5, help="median pruner: complete trials before any pruning")
+    tune.add_argument("--pruner-warmup-steps", type=int, default=0, help="median: steps before a trial may be pruned; hyperband: min resource")
+    tune.add_argument("--metric", default="val/loss", help="validation metric reported to the trial, e.g. val/loss, val/model/nrmse_mean")
+    tune.add_argument("--direction", default="minimize", choices=["minimize", "maximize"])
+    tune.add_argument("--output-dir", default=None, help="study folder (default: runs/tune/<family>)")
+    tune.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    tune.add_argument("--enqueue", action="append", default=[], metavar="JSON", help='a trial to run first, e.g. \'{"learning_rate": 1e-3}\' (repeatable)')
+    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="recipe field for every trial, over the base config (repeatable)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; bad input (ValueError, FileNotFoundError) is reported as one line, exit status 2.
+    """Run a command; bad input (ValueError, FileNotFoundError, a held output folder, a run whose steps keep going
+    non-finite) is reported as one line, exit status 2.
     Set ASTROBIO_HF_TRACEBACK=1 to see the full traceback instead."""
+    from astrobio_hf.training.errors import USER_ERRORS, one_line
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError) as err:
+    except USER_ERRORS as err:
         if os.environ.get("ASTROBIO_HF_TRACEBACK"):
             raise
-        print(f"astrobio-hf: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # once, not once per process of a launch
+            print(one_line(err), file=sys.stderr)
         return 2
 
 
@@ -190,6 +212,19 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         print(f"{len(rows)} settings evaluated; table in {args.run_dir}/eval/ and {args.run_dir}/README.md")
+        return 0
+
+    if args.command == "tune":
+        from astrobio_hf.tune import run_study
+
+        summary = run_study(
+            args.family, args.config, space=args.space, n_trials=args.n_trials, storage=args.storage, study_name=args.study_name,
+            pruner=args.pruner, pruner_startup_trials=args.pruner_startup_trials, pruner_warmup_steps=args.pruner_warmup_steps,
+            metric=args.metric, direction=args.direction, output_dir=args.output_dir, seed=args.seed,
+            enqueue=args.enqueue, overrides=args.overrides,
+        )
+        if summary is not None:  # rank 0
+            print(summary.text())
         return 0
 
     if args.command == "train":

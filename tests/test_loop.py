@@ -197,3 +197,15 @@ def test_resume_skips_a_corrupted_latest_checkpoint_and_matches_an_uninterrupted
     assert "last.json" in text and "skipping checkpoint" in text and "step-00000008" in text and "trying step-00000006" in text
     for key in full:
         torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=0)
+
+
+def test_switches_are_refused_for_a_model_that_cannot_take_them():
+    from astrobio_hf.training.loop import _apply_model_switches
+
+    with pytest.raises(ValueError, match="Regressor does not support gradient checkpointing"):
+        _apply_model_switches(Regressor(), TrainingArguments(gradient_checkpointing=True))
+    with pytest.raises(ValueError, match="Regressor has no 2-D or 3-D convolutions"):
+        _apply_model_switches(Regressor(), TrainingArguments(channels_last=True))
+    conv = nn.Sequential(nn.Conv3d(2, 4, 3), nn.Linear(4, 1))
+    _apply_model_switches(conv, TrainingArguments(channels_last=True))
+    assert conv[0].weight.is_contiguous(memory_format=torch.channels_last_3d)

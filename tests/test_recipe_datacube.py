@@ -123,7 +123,7 @@ def test_exact_resume_after_sigkill(tiny_data, tmp_path):
 def test_two_process_gloo_matches_one_process(tiny_data, tmp_path):
     """2 processes x batch 2 (gloo) against 1 process x batch 4: same global batches, same result."""
     args = ("--max_steps", "3", "--eval_every", "3", "--checkpoint_every", "100", "--shuffle_buffer", "0",
-            "--ema_decay", "0")
+            "--ema_decay", "0", "--physics_weights", '{"hydrostatic": 0.05}')  # ideal_gas and lapse_rate left out
     one = tmp_path / "one"
     _run("cpu.yaml", one, tiny_data, *args, "--per_device_batch_size", "4")
     two = tmp_path / "two"
