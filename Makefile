@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e ".[test,tracking]"
+	$(PIP) install -q -e ".[test,tracking,tune]"
 	touch $(STAMP)
 
 setup: $(STAMP)
