@@ -9,7 +9,7 @@ PIP    := $(BIN)/python -m pip
 
 .PHONY: setup demo test test-all bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(TORCH_VERSION)

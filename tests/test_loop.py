@@ -93,10 +93,19 @@ def test_diverging_run_stops_with_clear_error(tmp_path):
 
 
 def test_second_run_on_a_held_folder_is_refused_and_stale_locks_are_taken_over(tmp_path):
-    held = RunLock(tmp_path).acquire()
-    with pytest.raises(RunLockedError, match=f"in use by another run \\(pid {os.getpid()}"):
-        RunLock(tmp_path).acquire()
-    held.release()
+    code = f"from astrobio_hf.training.lock import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=f"in use by another run \\(pid {holder.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    # A lock left behind by an earlier run of this same process (it failed before releasing) does not block the next.
+    RunLock(tmp_path).acquire()
+    again = RunLock(tmp_path).acquire()
+    again.release()
     RunLock(tmp_path).acquire().release()
     # A lock file left by a process that died (SIGKILL: the kernel dropped its flock) is stale: taken over.
     code = f"from astrobio_hf.training.lock import RunLock; import os; RunLock({str(tmp_path / 'k')!r}).acquire(); os._exit(0)"

@@ -20,6 +20,10 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".run.lock"
+# Locks this process holds, by folder: a run that failed before it could release its lock (an error between
+# `start_run` and the loop) must not lock the folder against the next run of the same process (a tuning study,
+# a notebook). The registry is the one piece of module state here, and it only ever holds this process's own locks.
+_HELD: dict[Path, RunLock] = {}
 
 
 class RunLockedError(RuntimeError):
@@ -36,6 +40,11 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        key = self.path.resolve()
+        earlier = _HELD.pop(key, None)
+        if earlier is not None:
+            logger.warning("output_dir %s: releasing the lock an earlier run of this process left behind", self.output_dir)
+            earlier.release()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -58,12 +67,15 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(payload).encode(), 0)
         self._fd = fd
+        _HELD[key] = self
         return self
 
     def release(self) -> None:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        if _HELD.get(self.path.resolve()) is self:
+            del _HELD[self.path.resolve()]
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps({"pid": os.getpid(), "state": "released"}).encode(), 0)
