@@ -256,8 +256,9 @@ def _run_loop(acc, model, unwrapped, optimizer, lr_scheduler, train_loader, args
               loss_fn, evaluate, micro_per_epoch, total_steps, streamed, selection_metric, history_keys, hooks, samples_in,
               eval_every_epochs, checkpoint_at_epoch_end) -> LoopTimer:
     progress = tqdm(total=total_steps, initial=state.global_step, disable=not acc.is_main_process, desc="train")
-    sums: dict[str, torch.Tensor] = {}  # running sums of the loss and its terms since the last log (no host sync)
-    pending: dict[str, torch.Tensor] = {}  # the same for the micro-batches of the step in progress
+    names = None  # the loss and the family's terms, in the order of the first micro-batch
+    sums = None  # running sums of the loss and its terms since the last log, one tensor (no host sync)
+    pending = None  # the same for the micro-batches of the step in progress
     count = pending_count = 0
     samples = 0
     timer = LoopTimer(skip_steps=2)  # optimizer steps only: evaluation and checkpoint time are paused out
@@ -271,9 +272,11 @@ def _run_loop(acc, model, unwrapped, optimizer, lr_scheduler, train_loader, args
                 loss, terms = loss_fn(model, batch, state)
                 acc.backward(loss)
                 grad_norm, step_ok = guarded_optimizer_step(acc, model, optimizer, lr_scheduler, guard, loss, args.max_grad_norm)
-            for name, value in (("loss", loss), *terms.items()):
-                value = value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value), device=acc.device)
-                pending[name] = pending[name] + value if name in pending else value
+            if names is None:
+                names = ["loss", *terms]
+            values = torch.stack([v.detach().float().reshape(()) if torch.is_tensor(v) else torch.tensor(float(v), device=acc.device)
+                                  for v in (loss, *terms.values())])
+            pending = values if pending is None else pending + values
             pending_count += 1
             samples += samples_in(batch)
             end_of_epoch = state.batches_in_epoch >= micro_per_epoch
@@ -281,10 +284,9 @@ def _run_loop(acc, model, unwrapped, optimizer, lr_scheduler, train_loader, args
             if acc.sync_gradients:
                 # the logged means cover the steps taken; a skipped step's terms are dropped (the guard logged it)
                 if step_ok:
-                    for name, value in pending.items():
-                        sums[name] = sums[name] + value if name in sums else value
+                    sums = pending if sums is None else sums + pending
                     count += pending_count
-                pending, pending_count = {}, 0
+                pending, pending_count = None, 0
             if acc.sync_gradients and not step_ok:
                 state.skipped_steps += 1  # counted and logged by the guard; its limit stops the run
                 samples = 0
@@ -297,8 +299,8 @@ def _run_loop(acc, model, unwrapped, optimizer, lr_scheduler, train_loader, args
                 samples = 0
                 progress.update(1)
                 if state.global_step % args.log_every == 0 or state.global_step == total_steps:
-                    logs = _train_logs(acc, sums, count, lr_scheduler, grad_norm, state, micro_per_epoch)
-                    sums, count = {}, 0
+                    logs = _train_logs(acc, names, sums, count, lr_scheduler, grad_norm, state, micro_per_epoch)
+                    sums, count = None, 0
                     acc.log(logs, step=state.global_step)
                     state.history.append({"step": state.global_step, "train/loss": logs["train/loss"]})
                     progress.set_postfix(loss=f"{logs['train/loss']:.4f}")
@@ -338,9 +340,10 @@ def _epoch_batches(acc, train_loader, state, micro_per_epoch, streamed):
     yield from (acc.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader)
 
 
-def _train_logs(acc, sums, count, lr_scheduler, grad_norm, state, micro_per_epoch) -> dict:
-    names = list(sums)
-    means = (acc.reduce(torch.stack([sums[n] for n in names]), reduction="mean") / max(count, 1)).tolist()
+def _train_logs(acc, names, sums, count, lr_scheduler, grad_norm, state, micro_per_epoch) -> dict:
+    if sums is None:  # every step since the last log was skipped
+        sums = torch.full((len(names),), float("nan"), device=acc.device)
+    means = (acc.reduce(sums, reduction="mean") / max(count, 1)).tolist()
     logs = {n if "/" in n else f"train/{n}": v for n, v in zip(names, means)}
     lrs = lr_scheduler.get_last_lr()
     logs["train/lr"] = max(lrs)
