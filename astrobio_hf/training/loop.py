@@ -72,11 +72,6 @@ class FitResult:
     checkpoints: CheckpointManager
     args: TrainingArguments
 
-    @property
-    def summary(self) -> dict:
-        return {"global_step": self.state.global_step, "best_val_metric": self.state.best_metric,
-                "skipped_steps": self.state.skipped_steps, "train_throughput": self.throughput}
-
 
 # ------------------------------------------------------------------------------------------------------
 # Start and end of a run
