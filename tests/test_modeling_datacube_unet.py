@@ -174,10 +174,11 @@ def test_physics_weight_whose_variables_are_missing():
     ("overrides", "names"),
     [
         ({"base_channels": 6, "norm_groups": 4}, ["base_channels=6", "norm_groups=4"]),
-        ({"depth": 4}, ["len(lat_values)=8", "depth=4"]),
         ({"physics_weights": {}, "physics_learnable": True}, ["physics_learnable", "physics_weights"]),
         ({"physics_weights": {"hydrostatic": 0.0}}, ["physics_learnable", "hydrostatic"]),
-        ({"lon_values": [10.0 * i for i in range(16)]}, ["lon_values", "360"]),
+        ({"lon_values": [10.0 * i for i in range(15)] + [155.0]}, ["lon_values", "uniform"]),
+        ({"lon_values": [30.0 * i for i in range(16)]}, ["lon_values", "360"]),
+        ({"lat_values": [-95.0 + 10 * i for i in range(8)]}, ["lat_values", "[-90, 90]"]),
         ({"level_unit": "hPa"}, ["level_unit", "hPa"]),
         ({"variable_names": ["T", "T", "p"]}, ["variable_names", "duplicates"]),
         ({"context_steps": 0}, ["context_steps"]),
@@ -422,3 +423,83 @@ def test_truncated_weights_file_is_one_clear_error(tmp_path):
         f.truncate(weights.stat().st_size // 2)
     with pytest.raises(ValueError, match="truncated or corrupted"):
         AutoModel.from_pretrained(tmp_path / "model")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real grids: any size, poles, regional, masks, one level
+# ---------------------------------------------------------------------------------------------------------------
+def _grid_config(lat, lon, **overrides):
+    return tiny_config(lat_values=list(lat), lon_values=list(lon), geological_steps=1, **overrides)
+
+
+@pytest.mark.parametrize(("n_lat", "n_lon", "depth"), [(13, 30, 2), (19, 36, 2), (9, 20, 3), (1 + 2, 5 * 3, 1)])
+def test_any_grid_size_is_padded_and_cropped_back(n_lat, n_lon, depth):
+    """Sizes that are not multiples of 2**depth run; the output has the data grid's size (padding cropped)."""
+    config = _grid_config(
+        [-80.0 + 160.0 / (n_lat - 1) * i for i in range(n_lat)], [360.0 / n_lon * i for i in range(n_lon)], depth=depth
+    )
+    assert config.padded_shape[0] % 2**depth == 0 and config.padded_shape[1] % 2**depth == 0
+    out = _model(config)(**tiny_inputs(config))
+    assert out.mean.shape[-2:] == (n_lat, n_lon) and torch.isfinite(out.loss)
+    out.loss.backward()
+
+
+def test_pole_grid_trains_with_finite_physics():
+    """Latitudes -90..90 inclusive: area weights and the divergence are finite at the pole rows."""
+    lat = [-90.0 + 10.0 * i for i in range(19)]
+    config = _grid_config(
+        lat, [10.0 * i for i in range(36)],
+        variable_names=["T", "p", "rho", "u", "v"],
+        norm_mean=tiny_config().norm_mean + [[0.0] * 4, [0.0] * 4], norm_std=tiny_config().norm_std + [[10.0] * 4, [10.0] * 4],
+        physics_weights={"hydrostatic": 0.1, "mass_continuity": 0.1, "energy_drift": 0.1},
+    )
+    model = _model(config).train()
+    out = model(**tiny_inputs(config))
+    assert all(torch.isfinite(v) for v in out.physics_terms.values()), out.physics_terms
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_regional_grid_does_not_wrap_in_longitude():
+    """On a regional grid the first column never sees the last (no circular padding); on a global one it does."""
+    regional = _grid_config([30.0 + 2.0 * i for i in range(8)], [-30.0 + 2.5 * i for i in range(16)])
+    assert not regional.periodic_lon and tiny_config().periodic_lon
+    x = torch.randn(1, 1, 2, 8, 16)
+    y = x.clone()
+    y[..., -1] += 100.0
+    assert torch.equal(_pad_periodic(x, "replicate", periodic=False)[..., :3], _pad_periodic(y, "replicate", periodic=False)[..., :3])
+    assert not torch.equal(_pad_periodic(x, "replicate")[..., :1], _pad_periodic(y, "replicate")[..., :1])
+    out = _model(regional)(**tiny_inputs(regional))
+    assert out.mean.shape[-1] == 16 and torch.isfinite(out.loss)
+
+
+def test_masked_cells_do_not_change_outputs_or_loss():
+    """Whatever the masked cells hold, the forecast at every cell and the loss are identical."""
+    config = tiny_config()
+    model = _model(config)
+    batch = tiny_inputs(config)
+    valid = torch.ones_like(batch["inputs"], dtype=torch.bool)
+    valid[..., 2:5, 3:9] = False  # a "continent"
+    a = dict(batch, inputs_valid=valid, labels_valid=valid)
+    b = dict(a, inputs=batch["inputs"].masked_fill(~valid, 1e6), labels=batch["labels"].masked_fill(~valid, -1e6))
+    with torch.no_grad():
+        out_a, out_b = model(**a), model(**b)
+    assert torch.equal(out_a.mean, out_b.mean)
+    assert torch.equal(out_a.loss, out_b.loss) and torch.isfinite(out_a.loss)
+    # without the mask the same garbage changes everything
+    with torch.no_grad():
+        out_c = model(**dict(b, inputs_valid=None, labels_valid=None))
+    assert not torch.allclose(out_c.mean[valid], out_a.mean[valid])
+
+
+def test_single_level_skips_vertical_constraints_and_refuses_them_in_the_loss():
+    one = dict(level_values=[2.0], norm_mean=[[280.0], [1.0e5], [1.2]], norm_std=[[10.0], [500.0], [0.01]])
+    with pytest.raises(ValueError, match=r"physics_weights\['hydrostatic'\].*at least 2 levels, the grid has 1"):
+        tiny_config(**one)
+    config = tiny_config(**one, physics_weights={"ideal_gas": 0.1}, physics_learnable=False)
+    out = _model(config)(**tiny_inputs(config))
+    assert set(out.physics_terms) == {"ideal_gas"} and torch.isfinite(out.loss)
+    from astrobio_hf.models.datacube_unet import build_physics_constraints
+
+    available = build_physics_constraints(config, weights={}).available()
+    assert "hydrostatic" not in available and "lapse_rate" not in available and "ideal_gas" in available

@@ -329,3 +329,69 @@ def test_batched_tensor_constants_broadcast():
             assert torch.allclose(res[name][b], single[name][0], rtol=1e-10, atol=1e-30), name
     diag = pc.diagnostics(x, **consts)
     assert torch.allclose(diag["dry_adiabat_K_per_km"], g / cp * 1000.0)
+
+
+# ---------------------------------------------------------------------------------------------- real grids and masks
+
+
+def test_cell_area_weights_at_the_poles_and_on_a_regional_grid():
+    from astrobio_hf.metrics.functional import latitude_weights
+    from astrobio_hf.physics.grid import cell_area_weights, inverse_cos_metric, is_periodic_longitude
+
+    poles = np.linspace(-90.0, 90.0, 73)  # the 2.5-degree CAM-FV / NCEP grid
+    w = cell_area_weights(poles)
+    # the pole rows are caps of half a spacing: area 1 - cos(1.25 deg), relative to the mean
+    dphi = math.radians(1.25)
+    expected = (1 - math.sin(math.pi / 2 - dphi)) / (2.0 / 73)
+    assert w[0] == pytest.approx(expected, rel=1e-9) and w[0] > 0 and np.isfinite(w).all()
+    assert torch.allclose(latitude_weights(poles), torch.from_numpy(w))
+    # cell-centred global grid: exactly WeatherBench2 (edges at the poles)
+    assert cell_area_weights(LAT)[0] == pytest.approx((math.sin(math.radians(-78.75)) + 1) / (2.0 / 16), rel=1e-9)
+    # regional: the outer rows are not given the area up to the pole
+    rows = np.arange(30.0, 71.0, 2.0)
+    regional = cell_area_weights(rows)
+    ratio = regional / np.cos(np.radians(rows))
+    assert ratio.max() / ratio.min() < 1.001  # every row, the edge ones too, ~ cos(lat) x spacing
+    metric = inverse_cos_metric(torch.deg2rad(torch.tensor(poles)))
+    assert torch.isfinite(metric).all() and metric[0] > metric[1] > 1.0
+    assert is_periodic_longitude(LON) and not is_periodic_longitude(np.arange(-30.0, 40.1, 2.5))
+
+
+def test_divergence_on_a_pole_grid_and_a_regional_grid_is_finite():
+    lat = torch.deg2rad(torch.linspace(-90, 90, 19, dtype=torch.float64))
+    lon = torch.deg2rad(torch.arange(36, dtype=torch.float64) * 10)
+    u = (40.0 * torch.cos(lat)[:, None]).expand(19, 36)
+    div = sphere_divergence(u, torch.zeros_like(u), lat, lon, A)
+    assert torch.isfinite(div).all() and div.abs().max() < 1e-15  # solid-body rotation, also at the poles
+    regional_lon = torch.deg2rad(torch.arange(-30.0, 40.1, 2.5, dtype=torch.float64))
+    f = torch.sin(regional_lon)[None, :].expand(8, -1).clone()
+    # no wrap: the edge columns are one-sided, exact for the linear part; a periodic roll would be wrong there
+    d = d_dlon(f, regional_lon, periodic=False)
+    assert torch.allclose(d[:, 1:-1], torch.cos(regional_lon)[1:-1].expand(8, -1), atol=2e-3)
+    assert (d[:, 0] - math.cos(math.radians(-30.0))).abs().max() < 5e-3
+
+
+def test_masked_residuals_ignore_whatever_the_masked_cells_hold():
+    T, p, rho = _isothermal()
+    clean = _cube(T, p, rho)
+    garbage = clean.clone()
+    valid = torch.ones_like(clean, dtype=torch.bool)
+    valid[..., 4:9, 10:20] = False
+    garbage[~valid] = -1e4
+    physics = _constraints(weights={})
+    r_clean = physics.residuals(clean, **EARTH)
+    r_masked = physics.residuals(garbage, **EARTH, valid=valid)
+    r_unmasked = physics.residuals(garbage, **EARTH)
+    for name in ("hydrostatic", "ideal_gas", "lapse_rate", "mass_continuity", "temporal_smoothness", "energy_drift"):
+        assert torch.allclose(r_masked[name], r_clean[name], atol=1e-10), name
+    assert r_unmasked["ideal_gas"].max() > 1.0  # the garbage does show without the mask
+    # a sample without any valid value has residual 0, not NaN
+    none = physics.residuals(garbage, **EARTH, valid=torch.zeros_like(valid))
+    assert all(torch.isfinite(v).all() for v in none.values())
+
+
+def test_one_level_has_no_vertical_constraints():
+    physics = PhysicsConstraints(VARS, {"ideal_gas": 1.0}, lat_deg=LAT, lon_deg=LON, levels=[2.0], level_unit="m")
+    assert "hydrostatic" not in physics.available() and "lapse_rate" not in physics.available()
+    with pytest.raises(ValueError, match="at least 2 levels, the grid has 1"):
+        PhysicsConstraints(VARS, {"lapse_rate": 1.0}, lat_deg=LAT, lon_deg=LON, levels=[2.0], level_unit="m")

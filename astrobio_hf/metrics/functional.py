@@ -12,7 +12,6 @@ so every formula is written once. Statistics are accumulated in float64: target 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -99,7 +98,7 @@ def _check_variable_names(variable_names: Sequence[str]) -> tuple[str, ...]:
 
 
 def latitude_weights(lat_deg: Tensor | Sequence[float]) -> Tensor:
-    """Area weights of latitude rows, exactly as WeatherBench2's ``get_lat_weights``.
+    """Area weights of latitude rows, as WeatherBench2's ``get_lat_weights`` on global grids.
 
     WeatherBench2 (``weatherbench2/metrics.py``, ``get_lat_weights`` / ``_get_lat_weights``; Rasp et al.
     2024, "WeatherBench 2", JAMES) weights each row by the area of its cell on the unit sphere::
@@ -109,12 +108,19 @@ def latitude_weights(lat_deg: Tensor | Sequence[float]) -> Tensor:
         w_i = sin(b_{i+1}) - sin(b_i)          # cell area per unit longitude
         w_i <- w_i / mean(w)                   # normalised to mean 1
 
+    Grids that include the poles get the polar caps' (small, finite) areas. On a regional grid (its outer rows
+    more than one spacing from the poles) the outer edges are half a spacing beyond the outer rows instead of
+    the poles (:func:`astrobio_hf.physics.grid.latitude_bounds`), so edge rows are not given the area of
+    everything up to the pole.
+
     Args:
         lat_deg: ``(Y,)`` cell-centre latitudes in degrees, strictly ascending, within [-90, 90].
 
     Returns:
         ``(Y,)`` float64 tensor with mean 1.
     """
+    from astrobio_hf.physics.grid import cell_area_weights
+
     lat = torch.as_tensor(lat_deg).detach().to(dtype=_STATS_DTYPE, device="cpu")
     if lat.ndim != 1 or lat.numel() < 1:
         raise ValueError(f"expected lat_deg as a 1-D sequence of latitudes, got shape {tuple(lat.shape)}")
@@ -122,11 +128,7 @@ def latitude_weights(lat_deg: Tensor | Sequence[float]) -> Tensor:
         raise ValueError(f"expected latitudes within [-90, 90] degrees, got min {lat.min():.4g}, max {lat.max():.4g}")
     if lat.numel() > 1 and not bool((lat[1:] > lat[:-1]).all()):
         raise ValueError("expected strictly ascending latitudes (south to north), got a non-ascending lat_deg")
-    phi = torch.deg2rad(lat)
-    half_pi = torch.tensor([math.pi / 2], dtype=_STATS_DTYPE)
-    bounds = torch.cat([-half_pi, (phi[:-1] + phi[1:]) / 2, half_pi])  # (Y + 1,)
-    weights = torch.sin(bounds[1:]) - torch.sin(bounds[:-1])  # (Y,)
-    return weights / weights.mean()
+    return torch.from_numpy(cell_area_weights(lat.numpy()))
 
 
 def _lat_weights_or_ones(lat_deg: Tensor | Sequence[float] | None, num_lat: int, device: torch.device) -> Tensor:

@@ -140,9 +140,10 @@ def int_at_least(name, value, minimum: int) -> int:
 LEVEL_UNITS = ("m", "Pa")
 
 
-def check_grid(variable_names, variable_units, level_values, level_unit, lat_values, lon_values):
+def check_grid(variable_names, variable_units, level_values, level_unit, lat_values, lon_values, *, allow_regional=False):
     """The variables' units and the grid of a climate config: monotonic levels in m or Pa, ascending
-    latitudes strictly inside (-90, 90), uniform longitudes covering 360 degrees (periodic).
+    latitudes within [-90, 90] (the poles included), uniform ascending longitudes covering 360 degrees
+    (periodic) or, with ``allow_regional``, a smaller span (a regional grid, not periodic).
     Returns (variable_units, level_values, lat_values, lon_values) as plain lists."""
     if variable_units is not None:
         variable_units = [str(u) for u in as_list(variable_units)]
@@ -161,14 +162,22 @@ def check_grid(variable_names, variable_units, level_values, level_unit, lat_val
     steps = [b - a for a, b in zip(level_values, level_values[1:])]
     if steps and not (all(s > 0 for s in steps) or all(s < 0 for s in steps)):
         raise ValueError(f"level_values must be strictly monotonic, got {level_values}")
-    if not lat_values or any(not -90.0 < v < 90.0 for v in lat_values):
-        raise ValueError(f"lat_values must be non-empty and strictly inside (-90, 90) degrees, got {lat_values}")
+    if not lat_values or any(not -90.0 <= v <= 90.0 for v in lat_values):
+        raise ValueError(f"lat_values must be non-empty and within [-90, 90] degrees, got {lat_values}")
     if any(b <= a for a, b in zip(lat_values, lat_values[1:])):
         raise ValueError(f"lat_values must be ascending, got {lat_values}")
     if len(lon_values) < 2:
         raise ValueError(f"lon_values must hold at least 2 columns, got {lon_values}")
-    spacing = 360.0 / len(lon_values)
     lon_steps = [b - a for a, b in zip(lon_values, lon_values[1:])]
+    if allow_regional:
+        spacing = lon_steps[0]
+        if spacing <= 0 or any(abs(s - spacing) > 1e-6 * 360.0 for s in lon_steps) or len(lon_values) * spacing > 360.0 * (1 + 1e-6):
+            raise ValueError(
+                f"lon_values must be uniform and ascending, spanning at most 360 degrees (global, periodic) or less "
+                f"(regional), got steps {sorted(set(lon_steps))} over {len(lon_values)} columns"
+            )
+        return variable_units, level_values, lat_values, lon_values
+    spacing = 360.0 / len(lon_values)
     if any(abs(s - spacing) > 1e-6 * 360.0 for s in lon_steps):
         raise ValueError(
             f"lon_values must be uniform and cover 360 degrees (the longitude axis is periodic), i.e. a spacing of "

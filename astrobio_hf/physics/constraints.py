@@ -18,6 +18,16 @@ Constraints (``CONSTRAINT_NAMES``):
 - ``temporal_smoothness``: second difference along climate time Tc.
 - ``geological_consistency``: change of the climate-time mean between geological epochs Tg.
 - ``energy_drift``: relative change of the global-mean column energy per climate-time step.
+
+Grids: latitudes may include the poles (area weights are cell areas, the zonal metric is finite there) and
+longitudes may be regional (``SphereGrid.periodic`` False: no wrap). ``hydrostatic`` and ``lapse_rate`` are
+vertical derivatives and need at least two levels (``LEVEL_CONSTRAINTS``): on a single-level grid they are
+not available (``available()`` leaves them out) and weighting one is an error at construction.
+
+Masks: every residual takes an optional validity mask ``valid`` (bool, the shape of the fields, True where a
+value is real data). A residual point counts only when every value it is computed from is valid (both levels
+of a layer, the cell and its four neighbours for a divergence, the three steps of a second difference, ...);
+each per-sample mean is over those points only (0 for a sample that has none).
 """
 
 from __future__ import annotations
@@ -30,10 +40,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .grid import SphereGrid
+from .grid import SphereGrid, cell_area_weights, inverse_cos_metric
 from .operators import Constant, broadcast_constant, sphere_divergence
 
-__all__ = ["CONSTRAINT_NAMES", "PhysicsConstraints", "required_variables"]
+__all__ = ["CONSTRAINT_NAMES", "LEVEL_CONSTRAINTS", "PhysicsConstraints", "required_levels", "required_variables"]
 
 CONSTRAINT_NAMES = (
     "hydrostatic",
@@ -44,6 +54,9 @@ CONSTRAINT_NAMES = (
     "geological_consistency",
     "energy_drift",
 )
+
+#: constraints that are vertical derivatives: they need at least two levels
+LEVEL_CONSTRAINTS = ("hydrostatic", "lapse_rate")
 
 _RHO_U_FLOOR = 1e-12  # kg m-2 s-1, keeps the mass-continuity normalisation finite for a motionless field
 # Floors for quantities that are divided by or logged: an unphysical prediction (p <= 0 or T <= 0, e.g.
@@ -67,6 +80,23 @@ def required_variables(name: str, level_unit: str) -> tuple[str, ...]:
         "energy_drift": ("T",) if on_pressure else ("T", "rho"),
     }
     return table[name]
+
+
+def required_levels(name: str) -> int:
+    """Levels a constraint needs (2 for the vertical derivatives in ``LEVEL_CONSTRAINTS``, else 1)."""
+    if name not in CONSTRAINT_NAMES:
+        raise ValueError(f"unknown constraint {name!r}; known constraints are {CONSTRAINT_NAMES}")
+    return 2 if name in LEVEL_CONSTRAINTS else 1
+
+
+def unavailable_reason(name: str, variable_names: Sequence[str], level_unit: str, num_levels: int) -> str | None:
+    """Why a constraint cannot be computed on a dataset (missing variables, one level), or None when it can."""
+    missing = [v for v in required_variables(name, level_unit) if v not in variable_names]
+    if missing:
+        return f"needs variables {list(required_variables(name, level_unit))} on {level_unit!r} levels, missing {missing}"
+    if num_levels < required_levels(name):
+        return f"is a vertical derivative and needs at least {required_levels(name)} levels, the grid has {num_levels}"
+    return None
 
 
 def _inverse_softplus(w: float) -> float:
@@ -121,12 +151,9 @@ class PhysicsConstraints(nn.Module):
                 raise ValueError(f"expected a finite weight >= 0 for constraint {name!r}, got {w}")
             if self.learnable and float(w) <= 0:
                 raise ValueError(f"learnable weights need a weight > 0 (softplus never reaches 0), got {name!r}={w}")
-            missing = [v for v in required_variables(name, level_unit) if v not in self.variable_names]
-            if missing:
-                raise ValueError(
-                    f"constraint {name!r} needs variables {list(required_variables(name, level_unit))} on "
-                    f"{level_unit!r} levels; missing {missing} from variable_names {list(self.variable_names)}"
-                )
+            reason = unavailable_reason(name, self.variable_names, level_unit, len(grid.levels))
+            if reason:
+                raise ValueError(f"constraint {name!r} {reason} (variable_names {list(self.variable_names)})")
         self._names = tuple(n for n in CONSTRAINT_NAMES if n in weights)
         if self.learnable:
             self.raw_weights = nn.ParameterDict(
@@ -155,7 +182,10 @@ class PhysicsConstraints(nn.Module):
         self.register_buffer("lat_rad", grid.lat_rad(), persistent=False)
         self.register_buffer("lon_rad", grid.lon_rad(), persistent=False)
         self.register_buffer("levels", grid.level_tensor(), persistent=False)
+        self.register_buffer("inverse_cos", inverse_cos_metric(grid.lat_rad()), persistent=False)
+        self.register_buffer("area_weights", torch.from_numpy(cell_area_weights(grid.lat_deg)), persistent=False)
         self.grid_shape = grid.shape  # (Z, Y, X)
+        self.periodic = grid.periodic
 
     # ------------------------------------------------------------------ public properties
     @property
@@ -173,7 +203,8 @@ class PhysicsConstraints(nn.Module):
     def available(self) -> tuple[str, ...]:
         """All constraints computable from the variables present (weighted or not)."""
         return tuple(
-            n for n in CONSTRAINT_NAMES if all(v in self.variable_names for v in required_variables(n, self.level_unit))
+            n for n in CONSTRAINT_NAMES
+            if unavailable_reason(n, self.variable_names, self.level_unit, self.grid_shape[0]) is None
         )
 
     # ------------------------------------------------------------------ public API
@@ -185,6 +216,7 @@ class PhysicsConstraints(nn.Module):
         gas_constant: Constant,
         heat_capacity: Constant,
         planet_radius: Constant,
+        valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted physics loss: ``(total, terms)``.
 
@@ -193,8 +225,9 @@ class PhysicsConstraints(nn.Module):
         ``+ sum_k -log w_k``): log1p equals the mean square for small residuals (the regime of a trained
         model) and keeps the gradient bounded when an early, untrained prediction is physically absurd
         (p near 0 gives an ideal-gas residual of 1e9), so one such sample cannot swamp the data loss.
+        ``valid``: optional bool mask of the fields' shape; residuals use valid points only (module docstring).
         """
-        per_sample = self._evaluate(fields, self._names, gravity, gas_constant, heat_capacity, planet_radius)
+        per_sample = self._evaluate(fields, self._names, gravity, gas_constant, heat_capacity, planet_radius, valid)
         terms = {n: r.mean() for n, r in per_sample.items()}
         weights = self.weights
         total = fields.new_zeros((), dtype=self._dtype(fields))
@@ -213,9 +246,10 @@ class PhysicsConstraints(nn.Module):
         gas_constant: Constant,
         heat_capacity: Constant,
         planet_radius: Constant,
+        valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Per-sample ``(B,)`` dimensionless mean-square residual of every constraint computable from the variables."""
-        return self._evaluate(fields, self.available(), gravity, gas_constant, heat_capacity, planet_radius)
+        """Per-sample ``(B,)`` dimensionless mean-square residual of every constraint computable on this grid."""
+        return self._evaluate(fields, self.available(), gravity, gas_constant, heat_capacity, planet_radius, valid)
 
     def diagnostics(
         self,
@@ -225,22 +259,29 @@ class PhysicsConstraints(nn.Module):
         gas_constant: Constant,
         heat_capacity: Constant,
         planet_radius: Constant,
+        valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Residuals plus physical diagnostics, each ``(B,)``.
 
-        Adds (when T, and on pressure levels z, are present) ``mean_lapse_rate_K_per_km`` (the mean of
-        -dT/dz over all layer midpoints), ``max_lapse_rate_K_per_km`` and ``dry_adiabat_K_per_km`` (g/cp).
+        Adds (when T, and on pressure levels z, are present, on two levels or more) ``mean_lapse_rate_K_per_km``
+        (the mean of -dT/dz over all valid layer midpoints), ``max_lapse_rate_K_per_km`` and
+        ``dry_adiabat_K_per_km`` (g/cp).
         """
         with torch.no_grad():
             out = self.residuals(
-                fields, gravity=gravity, gas_constant=gas_constant, heat_capacity=heat_capacity, planet_radius=planet_radius
+                fields, gravity=gravity, gas_constant=gas_constant, heat_capacity=heat_capacity,
+                planet_radius=planet_radius, valid=valid,
             )
             if "lapse_rate" in self.available():
                 x = self._check(fields)
                 gamma = self._lapse_rate(x)  # (B, Tc, Tg, Z-1, Y, X) [K m-1]
                 b = gamma.shape[0]
-                out["mean_lapse_rate_K_per_km"] = gamma.reshape(b, -1).mean(1) * 1000.0
-                out["max_lapse_rate_K_per_km"] = gamma.reshape(b, -1).amax(1) * 1000.0
+                ok = self._layer_valid(self._vars_valid(valid, ("T", "z") if self.level_unit == "Pa" else ("T",), x))
+                if ok is None:
+                    ok = torch.ones_like(gamma, dtype=torch.bool)
+                n = ok.reshape(b, -1).sum(1).clamp_min(1)
+                out["mean_lapse_rate_K_per_km"] = torch.where(ok, gamma, 0.0).reshape(b, -1).sum(1) / n * 1000.0
+                out["max_lapse_rate_K_per_km"] = torch.where(ok, gamma, -torch.inf).reshape(b, -1).amax(1) * 1000.0
                 dry = broadcast_constant(gravity, gamma, "gravity") / broadcast_constant(heat_capacity, gamma, "heat_capacity")
                 out["dry_adiabat_K_per_km"] = dry.reshape(-1).expand(b) * 1000.0
         return out
@@ -265,9 +306,43 @@ class PhysicsConstraints(nn.Module):
     def _var(self, x: torch.Tensor, name: str) -> torch.Tensor:
         return x[:, self.variable_names.index(name)]  # (B, Tc, Tg, Z, Y, X)
 
+    # ---- validity masks (None: every point valid)
+    def _vars_valid(self, valid: torch.Tensor | None, names: Sequence[str], x: torch.Tensor) -> torch.Tensor | None:
+        """(B, Tc, Tg, Z, Y, X) True where every named variable is valid (all variables for ``names=()``)."""
+        if valid is None:
+            return None
+        if valid.shape != x.shape:
+            raise ValueError(f"expected valid of the fields' shape {tuple(x.shape)}, got {tuple(valid.shape)}")
+        idx = [self.variable_names.index(n) for n in names] if names else list(range(len(self.variable_names)))
+        return valid[:, idx].all(dim=1)
+
     @staticmethod
-    def _mean_square(r: torch.Tensor) -> torch.Tensor:
-        return r.pow(2).reshape(r.shape[0], -1).mean(1)
+    def _layer_valid(ok: torch.Tensor | None) -> torch.Tensor | None:
+        """Valid at both levels of every layer: (B, Tc, Tg, Z-1, Y, X)."""
+        return None if ok is None else ok[:, :, :, 1:] & ok[:, :, :, :-1]
+
+    def _neighbours_valid(self, ok: torch.Tensor | None) -> torch.Tensor | None:
+        """Valid at the cell and its four horizontal neighbours (what a centred divergence reads)."""
+        if ok is None:
+            return None
+        out = ok.clone()
+        out[..., 1:, :] &= ok[..., :-1, :]
+        out[..., :-1, :] &= ok[..., 1:, :]
+        if self.periodic:
+            out &= torch.roll(ok, 1, dims=-1) & torch.roll(ok, -1, dims=-1)
+        else:
+            out[..., 1:] &= ok[..., :-1]
+            out[..., :-1] &= ok[..., 1:]
+        return out
+
+    @staticmethod
+    def _mean_square(r: torch.Tensor, ok: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample mean of r^2 over the valid points (all points when ``ok`` is None; 0 when none is valid)."""
+        if ok is None:
+            return r.pow(2).reshape(r.shape[0], -1).mean(1)
+        ok = ok.expand_as(r)
+        sq = torch.where(ok, r, 0.0).pow(2).reshape(r.shape[0], -1).sum(1)
+        return sq / ok.reshape(r.shape[0], -1).sum(1).clamp_min(1)
 
     def _dz(self, like: torch.Tensor) -> torch.Tensor:
         """Layer thickness between consecutive levels, shaped to broadcast over (B, Tc, Tg, Z-1, Y, X)."""
@@ -291,8 +366,11 @@ class PhysicsConstraints(nn.Module):
         gas_constant: Constant,
         heat_capacity: Constant,
         planet_radius: Constant,
+        valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         x = self._check(fields)  # (B, V, Tc, Tg, Z, Y, X)
+        if valid is not None:
+            valid = valid.to(device=x.device, dtype=torch.bool)
         # constants broadcast against a (B, Tc, Tg, Z, Y, X) field
         like = x[:, 0]
         consts = {
@@ -301,7 +379,7 @@ class PhysicsConstraints(nn.Module):
             "cp": broadcast_constant(heat_capacity, like, "heat_capacity"),
             "a": broadcast_constant(planet_radius, like, "planet_radius"),
         }
-        terms: dict[str, Callable[[torch.Tensor, dict], torch.Tensor]] = {
+        terms: dict[str, Callable[..., torch.Tensor]] = {
             "hydrostatic": self._hydrostatic,
             "ideal_gas": self._ideal_gas,
             "lapse_rate": self._lapse_rate_excess,
@@ -310,10 +388,14 @@ class PhysicsConstraints(nn.Module):
             "geological_consistency": self._geological_consistency,
             "energy_drift": self._energy_drift,
         }
-        return {n: terms[n](x, consts) for n in names}
+        out = {}
+        for n in names:
+            ok = self._vars_valid(valid, required_variables(n, self.level_unit), x)
+            out[n] = terms[n](x, consts, ok)
+        return out
 
-    # ---- the constraints (each returns (B,))
-    def _hydrostatic(self, x: torch.Tensor, c: dict) -> torch.Tensor:
+    # ---- the constraints (each returns (B,); ``ok`` is the validity of the variables it reads, or None)
+    def _hydrostatic(self, x: torch.Tensor, c: dict, ok: torch.Tensor | None = None) -> torch.Tensor:
         """Hydrostatic balance, dimensionless, evaluated on layer midpoints; normalised by the scale height.
 
         Height levels: ``r = (R / (g <1/T>)) * dln(p)/dz + 1`` with ``<1/T> = 0.5 (1/T_k + 1/T_{k+1})``
@@ -336,41 +418,50 @@ class PhysicsConstraints(nn.Module):
             dlnp = (lnp[1:] - lnp[:-1]).reshape(-1, 1, 1)
             t_mid = 0.5 * (T[:, :, :, 1:] + T[:, :, :, :-1])
             r = g * (zh[:, :, :, 1:] - zh[:, :, :, :-1]) / (R * t_mid * dlnp) + 1.0
-        return self._mean_square(r)
+        return self._mean_square(r, self._layer_valid(ok))
 
-    def _ideal_gas(self, x: torch.Tensor, c: dict) -> torch.Tensor:
+    def _ideal_gas(self, x: torch.Tensor, c: dict, ok: torch.Tensor | None = None) -> torch.Tensor:
         """Ideal gas, ``r = 1 - rho R T / p`` (dimensionless: normalised by the pressure)."""
         T, p, rho = self._var(x, "T"), self._var(x, "p").clamp_min(_P_FLOOR), self._var(x, "rho")
-        return self._mean_square(1.0 - rho * c["R"] * T / p)
+        return self._mean_square(1.0 - rho * c["R"] * T / p, ok)
 
-    def _lapse_rate_excess(self, x: torch.Tensor, c: dict) -> torch.Tensor:
+    def _lapse_rate_excess(self, x: torch.Tensor, c: dict, ok: torch.Tensor | None = None) -> torch.Tensor:
         """Static stability, ``r = relu(Gamma - g/cp) / (g/cp)`` with ``Gamma = -dT/dz`` at layer midpoints.
 
         Normalised by the dry adiabatic lapse rate g/cp; zero for any stable (sub-adiabatic) profile.
         """
         gamma = self._lapse_rate(x)
         dry = c["g"] / c["cp"]
-        return self._mean_square(F.relu(gamma - dry) / dry)
+        return self._mean_square(F.relu(gamma - dry) / dry, self._layer_valid(ok))
 
-    def _mass_continuity(self, x: torch.Tensor, c: dict) -> torch.Tensor:
+    def _mass_continuity(self, x: torch.Tensor, c: dict, ok: torch.Tensor | None = None) -> torch.Tensor:
         """Horizontal mass continuity, ``r = div_sphere(rho u, rho v) / (rms(rho |u|) / a)``.
 
-        The divergence uses the cos(lat) metric and the planet radius a; it is normalised per sample,
-        time and level by the horizontal RMS of the mass-flux magnitude over the radius (the size of
-        the divergence a field of that magnitude would have if it were not balanced).
+        The divergence uses the cos(lat) metric (its finite cell-area form on pole rows) and the planet radius
+        a, without wrap on a regional grid; it is normalised per sample, time and level by the horizontal RMS
+        of the mass-flux magnitude (over valid cells) over the radius (the size of the divergence a field of
+        that magnitude would have if it were not balanced).
         """
         rho, u, v = self._var(x, "rho"), self._var(x, "u"), self._var(x, "v")
         a = c["a"]
         fu, fv = rho * u, rho * v
-        div = sphere_divergence(fu, fv, self.lat_rad.to(x.dtype), self.lon_rad.to(x.dtype), a if a.dim() == 0 else a.reshape(-1))
-        ms = (fu.pow(2) + fv.pow(2)).mean(dim=(-2, -1), keepdim=True)
+        if ok is not None:  # masked cells enter no difference with a value (their residual is dropped below)
+            fu, fv = torch.where(ok, fu, 0.0), torch.where(ok, fv, 0.0)
+        div = sphere_divergence(
+            fu, fv, self.lat_rad.to(x.dtype), self.lon_rad.to(x.dtype), a if a.dim() == 0 else a.reshape(-1), self.periodic
+        )
+        sq = fu.pow(2) + fv.pow(2)
+        if ok is None:
+            ms = sq.mean(dim=(-2, -1), keepdim=True)
+        else:
+            ms = sq.sum(dim=(-2, -1), keepdim=True) / ok.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
         rms = torch.sqrt(ms.clamp_min(_RHO_U_FLOOR**2))
-        return self._mean_square(div * a / rms)
+        return self._mean_square(div * a / rms, self._neighbours_valid(ok))
 
     def _scaled(self, x: torch.Tensor) -> torch.Tensor:
         return x / self.variable_scales.to(x.dtype).reshape(1, -1, 1, 1, 1, 1, 1)
 
-    def _temporal_smoothness(self, x: torch.Tensor, c: dict) -> torch.Tensor:
+    def _temporal_smoothness(self, x: torch.Tensor, c: dict, ok: torch.Tensor | None = None) -> torch.Tensor:
         """Second difference along climate time, ``r = (f[t+1] - 2 f[t] + f[t-1]) / scale`` (all variables).
 
         Normalised by ``variable_scales`` (default 1; pass the dataset's per-variable standard deviations so
@@ -379,17 +470,27 @@ class PhysicsConstraints(nn.Module):
         if x.shape[2] < 3:
             return x.new_zeros(x.shape[0])
         s = self._scaled(x)
-        return self._mean_square(s[:, :, 2:] - 2.0 * s[:, :, 1:-1] + s[:, :, :-2])
+        r = s[:, :, 2:] - 2.0 * s[:, :, 1:-1] + s[:, :, :-2]  # (B, V, Tc-2, ...)
+        ok3 = None if ok is None else (ok[:, 2:] & ok[:, 1:-1] & ok[:, :-2]).unsqueeze(1)
+        return self._mean_square(r, ok3)
 
-    def _geological_consistency(self, x: torch.Tensor, c: dict) -> torch.Tensor:
+    def _geological_consistency(self, x: torch.Tensor, c: dict, ok: torch.Tensor | None = None) -> torch.Tensor:
         """Change between geological epochs of the climate-time mean, ``r = diff_Tg(mean_Tc f) / scale``.
 
-        Normalised by ``variable_scales`` (default 1). Zero (not an error) when Tg < 2.
+        Normalised by ``variable_scales`` (default 1). Zero (not an error) when Tg < 2. With a mask, a cell
+        counts when it is valid at every climate step of both epochs.
         """
         if x.shape[3] < 2:
             return x.new_zeros(x.shape[0])
-        m = self._scaled(x).mean(dim=2)  # (B, V, Tg, Z, Y, X)
-        return self._mean_square(m[:, :, 1:] - m[:, :, :-1])
+        s = self._scaled(x)
+        if ok is not None:
+            s = torch.where(ok.unsqueeze(1), s, 0.0)
+        m = s.mean(dim=2)  # (B, V, Tg, Z, Y, X)
+        ok2 = None
+        if ok is not None:
+            full = ok.all(dim=1)  # (B, Tg, Z, Y, X)
+            ok2 = (full[:, 1:] & full[:, :-1]).unsqueeze(1)
+        return self._mean_square(m[:, :, 1:] - m[:, :, :-1], ok2)
 
     def _column_weights(self, like: torch.Tensor) -> torch.Tensor:
         """Trapezoid quadrature weights of the levels (|dz| in m or |dp| in Pa), shape (Z, 1, 1)."""
@@ -403,12 +504,13 @@ class PhysicsConstraints(nn.Module):
             w = w + 1.0
         return w.reshape(-1, 1, 1)
 
-    def _energy_drift(self, x: torch.Tensor, c: dict) -> torch.Tensor:
+    def _energy_drift(self, x: torch.Tensor, c: dict, ok: torch.Tensor | None = None) -> torch.Tensor:
         """Drift of the column (enthalpy) energy, relative change per climate-time step.
 
         ``E = sum_z cp T rho dz`` [J m-2] on height levels (``sum_p cp T dp / g`` on pressure levels), with
-        trapezoid weights, averaged over the sphere with cos(lat) area weights, per (sample, Tc, Tg).
+        trapezoid weights, averaged over the sphere with cell-area weights, per (sample, Tc, Tg).
         ``r = (E[t+1] - E[t]) / |E[t]|`` (normalised by the energy itself). Zero (not an error) when Tc < 2.
+        With a mask, the mean is over the columns valid at every level and at both steps.
         """
         if x.shape[2] < 2:
             return x.new_zeros(x.shape[0])
@@ -416,6 +518,15 @@ class PhysicsConstraints(nn.Module):
         w = self._column_weights(T)
         density = self._var(x, "rho") if self.level_unit == "m" else 1.0 / c["g"]
         column = (c["cp"] * T * density * w).sum(dim=3)  # (B, Tc, Tg, Y, X)
-        area = torch.cos(self.lat_rad.to(T.dtype)).reshape(-1, 1)
-        energy = (column * area).sum(dim=(-2, -1)) / (area.sum() * column.shape[-1])  # (B, Tc, Tg)
-        return self._mean_square((energy[:, 1:] - energy[:, :-1]) / energy[:, :-1].abs().clamp_min(1e-30))
+        area = self.area_weights.to(T.dtype).reshape(-1, 1).expand(column.shape[-2:])  # (Y, X)
+        if ok is None:
+            energy = (column * area).sum(dim=(-2, -1)) / area.sum()  # (B, Tc, Tg)
+            return self._mean_square((energy[:, 1:] - energy[:, :-1]) / energy[:, :-1].abs().clamp_min(1e-30))
+        cols = ok.all(dim=3)  # (B, Tc, Tg, Y, X): valid at every level
+        both = cols[:, 1:] & cols[:, :-1]  # the same columns at both steps
+        aw = torch.where(both, area, 0.0)
+        norm = aw.sum(dim=(-2, -1)).clamp_min(1e-30)
+        e0 = (torch.where(both, column[:, :-1], 0.0) * aw).sum(dim=(-2, -1)) / norm
+        e1 = (torch.where(both, column[:, 1:], 0.0) * aw).sum(dim=(-2, -1)) / norm
+        any_valid = both.flatten(-2).any(-1)  # (B, Tc-1, Tg)
+        return self._mean_square((e1 - e0) / e0.abs().clamp_min(1e-30), any_valid)

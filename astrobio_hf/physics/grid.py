@@ -8,7 +8,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["LEVEL_UNITS", "SphereGrid", "cell_centre_latitudes", "uniform_longitudes"]
+__all__ = [
+    "LEVEL_UNITS",
+    "SphereGrid",
+    "cell_area_weights",
+    "cell_centre_latitudes",
+    "inverse_cos_metric",
+    "is_periodic_longitude",
+    "latitude_bounds",
+    "latitude_bounds_rad",
+    "uniform_longitudes",
+]
 
 LEVEL_UNITS = ("m", "Pa")
 
@@ -25,6 +35,64 @@ def uniform_longitudes(n_lon: int) -> np.ndarray:
     if n_lon < 3:
         raise ValueError(f"expected n_lon >= 3, got {n_lon}")
     return np.arange(n_lon) * (360.0 / n_lon)
+
+
+def latitude_bounds_rad(lat_rad: torch.Tensor) -> torch.Tensor:
+    """``(Y + 1,)`` cell edges [rad] of ascending cell-centre latitudes [rad] (poles allowed), on their device.
+
+    Interior edges are the midpoints between rows. An outer edge is the pole when the grid reaches it (the
+    outer row lies within one row spacing of the pole: every global grid, cell-centred, pole-including or
+    Gaussian, which is WeatherBench2's ``get_lat_weights``), otherwise half a spacing beyond the outer row (a
+    regional grid). Written with ``torch.where`` only, so it never synchronises a GPU.
+    """
+    lat = lat_rad
+    half_pi = torch.full((1,), np.pi / 2, dtype=lat.dtype, device=lat.device)
+    if lat.numel() == 1:
+        return torch.cat([-half_pi, half_pi])
+    tol = 1e-9
+    first, last = lat[1:2] - lat[:1], lat[-1:] - lat[-2:-1]
+    south = torch.where(lat[:1] - first <= -half_pi + tol, -half_pi, lat[:1] - first / 2)
+    north = torch.where(lat[-1:] + last >= half_pi - tol, half_pi, lat[-1:] + last / 2)
+    return torch.cat([south, (lat[:-1] + lat[1:]) / 2, north])
+
+
+def latitude_bounds(lat_deg: Sequence[float]) -> np.ndarray:
+    """``(Y + 1,)`` cell edges in degrees of ascending cell-centre latitudes in degrees (see :func:`latitude_bounds_rad`)."""
+    lat = torch.deg2rad(torch.as_tensor(np.asarray(lat_deg, dtype=np.float64), device="cpu"))  # not a meta device
+    return torch.rad2deg(latitude_bounds_rad(lat)).numpy()
+
+
+def cell_area_weights(lat_deg: Sequence[float]) -> np.ndarray:
+    """``(Y,)`` area of each latitude row's cells per unit longitude, ``sin(b_{i+1}) - sin(b_i)``, normalised to
+    mean 1 (:func:`latitude_bounds` gives the edges ``b``). Defined at the poles (a pole row is a polar cap of
+    half a spacing), never a division by cos(90 degrees)."""
+    b = np.deg2rad(latitude_bounds(lat_deg))
+    w = np.sin(b[1:]) - np.sin(b[:-1])
+    return w / w.mean()
+
+
+def inverse_cos_metric(lat_rad: torch.Tensor) -> torch.Tensor:
+    """``(Y,)`` the zonal metric factor ``1 / cos(phi)`` of the sphere operators, finite on every row.
+
+    Rows away from the poles use ``1 / cos(phi)`` exactly. A pole row (|phi| within 1e-8 rad of 90 degrees)
+    uses the cell-area form of the same factor, ``dphi / d(sin phi)`` over its polar cap (which tends to
+    ``1 / cos(phi)`` as a cell shrinks): large but finite, so fields on a grid that includes the poles have
+    finite gradients and divergences. ``torch.where`` only (no GPU synchronisation).
+    """
+    b = latitude_bounds_rad(lat_rad)
+    cap = (b[1:] - b[:-1]) / (torch.sin(b[1:]) - torch.sin(b[:-1]))
+    pole = (lat_rad.abs() - np.pi / 2).abs() < 1e-8
+    return torch.where(pole, cap, 1.0 / torch.cos(lat_rad))
+
+
+def is_periodic_longitude(lon_deg: Sequence[float]) -> bool:
+    """Whether uniform longitudes cover the whole circle (``n * spacing`` = 360 degrees): a global grid whose
+    last column neighbours the first. A regional grid (smaller span) is not periodic."""
+    lon = np.asarray(lon_deg, dtype=np.float64)
+    if lon.size < 2:
+        return False
+    spacing = (lon[-1] - lon[0]) / (lon.size - 1)
+    return abs(lon.size * spacing - 360.0) <= 1e-6 * 360.0 + 1e-9
 
 
 def _as_1d(name: str, values: Any) -> np.ndarray:
@@ -44,7 +112,8 @@ class SphereGrid:
 
     Attributes:
         lat_deg: latitudes of the cell centres in degrees, ascending, within [-90, 90] (no poles needed).
-        lon_deg: longitudes in degrees, uniform spacing, periodic (the last column is not repeated).
+        lon_deg: longitudes in degrees, uniform spacing; periodic when they cover 360 degrees (the last column
+            is not repeated), otherwise a regional grid (``periodic`` is False: no wrap in longitude).
         levels: vertical level values, in ``level_unit``.
         level_unit: ``"m"`` (height above the surface, ascending) or ``"Pa"`` (pressure, any monotonic order).
         planet_radius: planet radius a [m].
@@ -132,6 +201,11 @@ class SphereGrid:
     def level_tensor(self, dtype: torch.dtype = torch.float64, device: Any = None) -> torch.Tensor:
         """Level values in ``level_unit``, shape ``(Z,)``."""
         return torch.as_tensor(self.levels, dtype=dtype, device=device)
+
+    @property
+    def periodic(self) -> bool:
+        """Whether the longitudes cover the circle (see :func:`is_periodic_longitude`)."""
+        return is_periodic_longitude(self.lon_deg)
 
     @property
     def dry_adiabatic_lapse_rate(self) -> float:

@@ -2,7 +2,9 @@
 
 Conventions: the last two dimensions of a horizontal field are ``(Y, X) = (lat, lon)``; latitude and
 longitude are given in **radians** (``SphereGrid.lat_rad()`` / ``lon_rad()``), latitude ascending
-(non-uniform allowed, no poles), longitude uniform and periodic. ``radius`` is the planet radius in
+(non-uniform allowed; rows at the poles allowed: the zonal metric 1/cos(phi) there is the cell-area form of
+:func:`astrobio_hf.physics.grid.inverse_cos_metric`, never a division by cos(90 degrees)), longitude uniform,
+periodic (``periodic=True``, a global grid) or not (a regional grid: one-sided differences at its edges). ``radius`` is the planet radius in
 metres, either a python float or a ``(B,)`` tensor that is broadcast over the leading batch dimension.
 
 All operators are linear, act along one axis each, and therefore commute across axes exactly
@@ -15,6 +17,8 @@ from __future__ import annotations
 from typing import Union
 
 import torch
+
+from .grid import inverse_cos_metric
 
 Constant = Union[float, int, torch.Tensor]
 
@@ -97,12 +101,16 @@ def derivative_along(f: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor
     return torch.cat([first, interior, last], dim=dim)
 
 
-def d_dlon(f: torch.Tensor, lon_rad: torch.Tensor) -> torch.Tensor:
-    """``df/dlambda`` [f per radian]: periodic centred difference along the last dimension (lon).
+def d_dlon(f: torch.Tensor, lon_rad: torch.Tensor, periodic: bool = True) -> torch.Tensor:
+    """``df/dlambda`` [f per radian] along the last dimension (lon); longitude must be uniform.
 
-    Longitude must be uniform; the spacing is ``lon_rad[1] - lon_rad[0]``.
+    ``periodic=True`` (a global grid): centred difference that wraps around, spacing ``lon_rad[1] - lon_rad[0]``.
+    ``periodic=False`` (a regional grid): centred in the interior and second-order one-sided at the two edge
+    columns (:func:`derivative_along`), no wrap.
     """
     lon = _coordinate(lon_rad, f, f.shape[-1], "lon_rad")
+    if not periodic:
+        return derivative_along(f, lon, dim=-1)
     if lon.shape[0] < 3:
         raise ValueError(f"expected at least 3 longitudes for a periodic centred difference, got {lon.shape[0]}")
     dlam = lon[1] - lon[0]
@@ -118,38 +126,43 @@ def d_dlat(f: torch.Tensor, lat_rad: torch.Tensor) -> torch.Tensor:
     return derivative_along(f, lat_rad, dim=-2)
 
 
+def _inverse_cos_lat(lat_rad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``(Y, 1)`` zonal metric factor 1/cos(phi), finite at pole rows (``grid.inverse_cos_metric``)."""
+    lat = _coordinate(lat_rad, like, like.shape[-2], "lat_rad")
+    return inverse_cos_metric(lat).reshape(-1, 1)
+
+
 def _cos_lat(lat_rad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     lat = _coordinate(lat_rad, like, like.shape[-2], "lat_rad")
     return torch.cos(lat).reshape(-1, 1)  # (Y, 1)
 
 
 def sphere_gradient(
-    f: torch.Tensor, lat_rad: torch.Tensor, lon_rad: torch.Tensor, radius: Constant
+    f: torch.Tensor, lat_rad: torch.Tensor, lon_rad: torch.Tensor, radius: Constant, periodic: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Horizontal gradient on the sphere: ``(east, north) = (1/(a cos phi) df/dlambda, 1/a df/dphi)``.
 
-    Units: [f m-1]. ``radius`` (a) is a float or a ``(B,)`` tensor.
+    Units: [f m-1]. ``radius`` (a) is a float or a ``(B,)`` tensor; ``periodic`` as in :func:`d_dlon`.
     """
     a = broadcast_constant(radius, f, "radius")
-    cos_phi = _cos_lat(lat_rad, f)
-    east = d_dlon(f, lon_rad) / (a * cos_phi)
+    east = d_dlon(f, lon_rad, periodic) * _inverse_cos_lat(lat_rad, f) / a
     north = d_dlat(f, lat_rad) / a
     return east, north
 
 
 def sphere_divergence(
-    u: torch.Tensor, v: torch.Tensor, lat_rad: torch.Tensor, lon_rad: torch.Tensor, radius: Constant
+    u: torch.Tensor, v: torch.Tensor, lat_rad: torch.Tensor, lon_rad: torch.Tensor, radius: Constant, periodic: bool = True
 ) -> torch.Tensor:
     """Horizontal divergence on the sphere ``1/(a cos phi) [du/dlambda + d(v cos phi)/dphi]``.
 
     ``u`` is the eastward and ``v`` the northward component (same shape, last dims (Y, X)).
-    Units: [u m-1]. ``radius`` (a) is a float or a ``(B,)`` tensor.
+    Units: [u m-1]. ``radius`` (a) is a float or a ``(B,)`` tensor; ``periodic`` as in :func:`d_dlon`.
     """
     if u.shape != v.shape:
         raise ValueError(f"expected u and v of the same shape, got {tuple(u.shape)} and {tuple(v.shape)}")
     a = broadcast_constant(radius, u, "radius")
     cos_phi = _cos_lat(lat_rad, u)
-    return (d_dlon(u, lon_rad) + d_dlat(v * cos_phi, lat_rad)) / (a * cos_phi)
+    return (d_dlon(u, lon_rad, periodic) + d_dlat(v * cos_phi, lat_rad)) * _inverse_cos_lat(lat_rad, u) / a
 
 
 def vertical_derivative(f: torch.Tensor, levels: torch.Tensor, dim: int) -> torch.Tensor:

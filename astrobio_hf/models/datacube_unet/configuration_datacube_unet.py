@@ -83,14 +83,19 @@ class DatacubeUNetConfig(GridSizesMixin, PreTrainedConfig):
         level_unit (`str`, defaults to `"m"`):
             Unit of `level_values`: `"m"` (height, ascending from the surface) or `"Pa"` (pressure).
         lat_values (`list[float]`, defaults to 16 cell centres -84.375 ... 84.375):
-            Latitude of each row along axis Y in degrees, ascending, strictly inside (-90, 90).
+            Latitude of each row along axis Y in degrees, ascending, within [-90, 90] (grids with pole rows work:
+            area weights are cell areas and the sphere operators are finite there).
         lon_values (`list[float]`, defaults to 32 columns 0 ... 348.75):
-            Longitude of each column along axis X in degrees, uniform and covering 360 degrees (periodic axis).
+            Longitude of each column along axis X in degrees, uniform and ascending: covering 360 degrees (a
+            global grid; the axis is periodic and every convolution wraps around) or less (a regional grid:
+            `periodic_lon` is False and longitude is padded like latitude, without wrap).
         base_channels (`int`, defaults to 32):
             Channels of the first U-Net stage; stage `i` has `base_channels * 2**i`.
         depth (`int`, defaults to 2):
-            Number of (1, 2, 2) downsampling stages; `len(lat_values)` and `len(lon_values)` must be divisible
-            by `2**depth`.
+            Number of (1, 2, 2) downsampling stages. A grid whose sizes are not multiples of `2**depth` is padded
+            inside the network to `padded_shape` (latitude by edge replication, split between both edges; longitude
+            by wrapping on a global grid, by edge replication on a regional one) and the output is cropped back, so
+            the padding never enters the loss or any metric.
         norm_groups (`int`, defaults to 8):
             Groups of every GroupNorm; must divide `base_channels`.
         boundary_padding (`str`, defaults to `"replicate"`):
@@ -228,6 +233,18 @@ class DatacubeUNetConfig(GridSizesMixin, PreTrainedConfig):
         )
 
     @property
+    def periodic_lon(self) -> bool:
+        """Whether the longitudes cover 360 degrees (a global grid: convolutions wrap around in longitude)."""
+        spacing = (self.lon_values[-1] - self.lon_values[0]) / max(self.num_lon - 1, 1)
+        return abs(self.num_lon * spacing - 360.0) <= 1e-6 * 360.0
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        """(Y, X) inside the network: each grid size rounded up to a multiple of `2**depth`."""
+        factor = 2**self.depth
+        return (-(-self.num_lat // factor) * factor, -(-self.num_lon // factor) * factor)
+
+    @property
     def conditioning_size(self) -> int:
         """Length of the conditioning vector: normalised planet parameters + one-hot geological step."""
         return self.num_planet_params + self.geological_steps
@@ -240,7 +257,8 @@ class DatacubeUNetConfig(GridSizesMixin, PreTrainedConfig):
         if not self.variable_names:
             raise ValueError("variable_names must name at least one variable, got []")
         self.variable_units, self.level_values, self.lat_values, self.lon_values = check_grid(
-            self.variable_names, self.variable_units, self.level_values, self.level_unit, self.lat_values, self.lon_values
+            self.variable_names, self.variable_units, self.level_values, self.level_unit, self.lat_values, self.lon_values,
+            allow_regional=True,
         )
 
         # 3. Network size
@@ -252,15 +270,6 @@ class DatacubeUNetConfig(GridSizesMixin, PreTrainedConfig):
         if self.base_channels % self.norm_groups != 0:
             raise ValueError(
                 f"base_channels={self.base_channels} must be divisible by norm_groups={self.norm_groups}"
-            )
-        factor = 2**self.depth
-        if self.num_lat % factor != 0:
-            raise ValueError(
-                f"len(lat_values)={self.num_lat} must be divisible by 2**depth={factor} (depth={self.depth})"
-            )
-        if self.num_lon % factor != 0:
-            raise ValueError(
-                f"len(lon_values)={self.num_lon} must be divisible by 2**depth={factor} (depth={self.depth})"
             )
         if self.boundary_padding not in _BOUNDARY_PADDINGS:
             raise ValueError(
@@ -291,10 +300,7 @@ class DatacubeUNetConfig(GridSizesMixin, PreTrainedConfig):
             raise ValueError(f"physics_weights must be a dict name -> weight, got {self.physics_weights!r}")
         if self.physics_weights:
             # lazy import: the physics module owns the names and what each constraint needs (one source of truth)
-            from astrobio_hf.physics.constraints import (
-                CONSTRAINT_NAMES,
-                required_variables,
-            )
+            from astrobio_hf.physics.constraints import CONSTRAINT_NAMES, unavailable_reason
 
             unknown = sorted(k for k in self.physics_weights if k not in CONSTRAINT_NAMES)
             if unknown:
@@ -303,11 +309,11 @@ class DatacubeUNetConfig(GridSizesMixin, PreTrainedConfig):
                     f"{list(CONSTRAINT_NAMES)}"
                 )
             for key in self.physics_weights:
-                missing = [v for v in required_variables(key, self.level_unit) if v not in self.variable_names]
-                if missing:
+                reason = unavailable_reason(key, self.variable_names, self.level_unit, self.num_levels)
+                if reason:
                     raise ValueError(
-                        f"physics_weights[{key!r}] needs variables {list(required_variables(key, self.level_unit))} "
-                        f"on {self.level_unit!r} levels, but variable_names={self.variable_names} lacks {missing}"
+                        f"physics_weights[{key!r}] cannot be computed on this data: the constraint {reason} "
+                        f"(variable_names={self.variable_names}); drop it from physics_weights"
                     )
         weights = {}
         for key, value in self.physics_weights.items():

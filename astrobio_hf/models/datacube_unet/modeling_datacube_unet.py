@@ -4,7 +4,14 @@ Cube axes: V variable, Tc climate time (context window), Tg geological time, Z l
 The two time axes are moved with named einops patterns: the climate steps of all variables become channels
 (`(v tc)`) and the geological steps become independent samples (`(b tg)`) that share the weights and are told
 apart by FiLM conditioning on a one-hot of their index. Convolutions are 3-D over (Z, Y, X), circular in
-longitude and replicate/zero padded in level and latitude; downsampling is (1, 2, 2) (Z is small).
+longitude on a global grid (replicate/zero padded on a regional one) and replicate/zero padded in level and
+latitude; downsampling is (1, 2, 2) (Z is small). Any grid size works: the trunk pads (Y, X) up to multiples of
+`2**depth` (`config.padded_shape`) and crops back before the head, so no padded cell reaches the loss or a metric.
+
+Masked data (land/sea masks, `_FillValue`): `inputs_valid` / `labels_valid` (bool, the cube's shape) mark real
+values. Invalid inputs are replaced by the per-level mean (0 in normalised units) before the network sees them,
+so outputs do not depend on what is written in masked cells; the NLL and the physics terms average over valid
+label values only.
 
 The network works in normalised units (per variable per level mean/std from the config) and predicts, for each
 of the next Tc steps, a mean as a residual around the last context frame (so it starts at persistence) and a
@@ -88,11 +95,43 @@ class DatacubeForecastOutput(ModelOutput):
 # ------------------------------------------------------------------------------------------------------------
 # Private helpers
 # ------------------------------------------------------------------------------------------------------------
-def _pad_periodic(hidden: torch.Tensor, boundary_padding: str) -> torch.Tensor:
-    """Pad (N, C, Z, Y, X) by one cell: circular in X (longitude), replicate or zeros in Z and Y."""
-    hidden = torch.cat([hidden[..., -1:], hidden, hidden[..., :1]], dim=-1)  # circular in longitude
+def _pad_periodic(hidden: torch.Tensor, boundary_padding: str, periodic: bool = True) -> torch.Tensor:
+    """Pad (N, C, Z, Y, X) by one cell: circular in X (longitude) on a global grid, replicate or zeros in Z and
+    Y (and in X on a regional grid)."""
     mode = "replicate" if boundary_padding == "replicate" else "constant"
+    if not periodic:
+        return F.pad(hidden, (1, 1, 1, 1, 1, 1), mode=mode)
+    hidden = torch.cat([hidden[..., -1:], hidden, hidden[..., :1]], dim=-1)  # circular in longitude
     return F.pad(hidden, (0, 0, 1, 1, 1, 1), mode=mode)
+
+
+def _grid_padding(config: DatacubeUNetConfig) -> tuple[int, int, int, int]:
+    """(lon_before, lon_after, lat_before, lat_after) cells that bring (Y, X) to `config.padded_shape`: latitude
+    split between both edges; longitude after the last column on a global grid (filled by wrapping around), split
+    between both edges on a regional one."""
+    (Yp, Xp), Y, X = config.padded_shape, config.num_lat, config.num_lon
+    dy, dx = Yp - Y, Xp - X
+    if config.periodic_lon:
+        return (0, dx, dy // 2, dy - dy // 2)
+    return (dx // 2, dx - dx // 2, dy // 2, dy - dy // 2)
+
+
+def _pad_grid(hidden: torch.Tensor, config: DatacubeUNetConfig) -> torch.Tensor:
+    """(N, C, Z, Y, X) -> (N, C, Z, Yp, Xp): edge replication in latitude (and longitude on a regional grid),
+    wrap-around in longitude on a global grid."""
+    x0, x1, y0, y1 = _grid_padding(config)
+    if not (x0 or x1 or y0 or y1):
+        return hidden
+    if config.periodic_lon and x1:
+        hidden = torch.cat([hidden, hidden[..., :x1]], dim=-1)
+        x1 = 0
+    return F.pad(hidden, (x0, x1, y0, y1, 0, 0), mode="replicate")
+
+
+def _crop_grid(hidden: torch.Tensor, config: DatacubeUNetConfig) -> torch.Tensor:
+    """Inverse of `_pad_grid`: back to the data grid (Y, X)."""
+    x0, _, y0, _ = _grid_padding(config)
+    return hidden[..., y0 : y0 + config.num_lat, x0 : x0 + config.num_lon]
 
 
 def _expected_cube(config: DatacubeUNetConfig) -> str:
@@ -111,11 +150,27 @@ def _check_cube(name: str, tensor, config: DatacubeUNetConfig, batch_size: int |
         raise ValueError(f"{name}: expected a floating-point tensor, got dtype {tensor.dtype}")
 
 
-def _gaussian_nll(target: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor | None) -> torch.Tensor:
-    """Mean of 0.5 * ((y - mu)^2 exp(-logvar) + logvar); logvar = 0 when None."""
+def _gaussian_nll(
+    target: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor | None, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean of 0.5 * ((y - mu)^2 exp(-logvar) + logvar) (logvar = 0 when None), over the valid elements only
+    when a mask is given (0 when none is valid)."""
     if log_variance is None:
-        return 0.5 * (target - mean).pow(2).mean()
-    return 0.5 * ((target - mean).pow(2) * torch.exp(-log_variance) + log_variance).mean()
+        per_element = 0.5 * (target - mean).pow(2)
+    else:
+        per_element = 0.5 * ((target - mean).pow(2) * torch.exp(-log_variance) + log_variance)
+    if valid is None:
+        return per_element.mean()
+    return torch.where(valid, per_element, 0.0).sum() / valid.sum().clamp_min(1)
+
+
+def _check_mask(name: str, mask, like: torch.Tensor) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(like.shape):
+        found = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"{name}: expected a bool tensor of the cube's shape {tuple(like.shape)}, got {found}")
+    return mask.to(torch.bool)
 
 
 def _normalisation_tensors(config: DatacubeUNetConfig) -> dict[str, torch.Tensor]:
@@ -159,10 +214,11 @@ class DatacubeUNetConv(nn.Module):
     def __init__(self, config: DatacubeUNetConfig, in_channels: int, out_channels: int, stride=(1, 1, 1)):
         super().__init__()
         self.boundary_padding = config.boundary_padding
+        self.periodic = config.periodic_lon
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size=3, stride=stride, padding=0)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.conv(_pad_periodic(hidden_states, self.boundary_padding))
+        return self.conv(_pad_periodic(hidden_states, self.boundary_padding, self.periodic))
 
 
 class DatacubeUNetConditioning(nn.Module):
@@ -300,12 +356,15 @@ class DatacubeUNetModel(DatacubeUNetPreTrainedModel):
         self,
         inputs: torch.Tensor,
         planet_params: torch.Tensor | None = None,
+        inputs_valid: torch.Tensor | None = None,
     ) -> DatacubeUNetModelOutput:
         """
         Args:
             inputs (`torch.FloatTensor` of shape `(B, V, Tc, Tg, Z, Y, X)`): context window, physical units.
             planet_params (`torch.FloatTensor` of shape `(B, P)`, *optional*): physical planet parameters in the
                 order of `config.planet_param_names`; required when FiLM is on and P > 0.
+            inputs_valid (`torch.BoolTensor` of shape `(B, V, Tc, Tg, Z, Y, X)`, *optional*): True where an input
+                value is real data; masked values are replaced by the per-level mean whatever they hold.
         """
         config = self.config
         _check_cube("inputs", inputs, config)
@@ -318,9 +377,14 @@ class DatacubeUNetModel(DatacubeUNetPreTrainedModel):
         mean = rearrange(self.norm_mean, "v z -> 1 v 1 1 z 1 1")
         std = rearrange(self.norm_std, "v z -> 1 v 1 1 z 1 1")
         normalized = (inputs - mean) / std  # (B, V, Tc, Tg, Z, Y, X)
+        inputs_valid = _check_mask("inputs_valid", inputs_valid, inputs)
+        if inputs_valid is not None:  # masked cells carry no information, whatever they hold
+            normalized = torch.where(inputs_valid, normalized, torch.zeros((), dtype=normalized.dtype, device=normalized.device))
 
-        # 2. Fold time axes: climate steps become channels, geological steps become samples
+        # 2. Fold time axes: climate steps become channels, geological steps become samples; pad the grid to
+        #    multiples of 2**depth (cropped back at the end)
         hidden = rearrange(normalized, "b v tc tg z y x -> (b tg) (v tc) z y x")  # (B*Tg, V*Tc, Z, Y, X)
+        hidden = _pad_grid(hidden, config)  # (B*Tg, V*Tc, Z, Yp, Xp)
 
         # 3. Conditioning vector: normalised planet parameters + one-hot geological step
         conditioning = None
@@ -348,6 +412,7 @@ class DatacubeUNetModel(DatacubeUNetPreTrainedModel):
             hidden = torch.cat([hidden, skips[i]], dim=1)  # (B*Tg, 2*C_i, ...)
             hidden = self.decoder_blocks[i](hidden, conditioning)  # (B*Tg, C_i, ...)
 
+        hidden = _crop_grid(hidden, config)  # (B*Tg, C0, Z, Y, X): padding cells dropped
         hidden = rearrange(hidden, "(b tg) c z y x -> b c tg z y x", tg=Tg)  # (B, C0, Tg, Z, Y, X)
         return DatacubeUNetModelOutput(last_hidden_state=hidden, normalized_inputs=normalized)
 
@@ -394,6 +459,8 @@ class DatacubeUNetForForecast(DatacubeUNetPreTrainedModel):
         gas_constant: float | torch.Tensor | None = None,
         heat_capacity: float | torch.Tensor | None = None,
         planet_radius: float | torch.Tensor | None = None,
+        inputs_valid: torch.Tensor | None = None,
+        labels_valid: torch.Tensor | None = None,
     ) -> DatacubeForecastOutput:
         """
         Args:
@@ -404,6 +471,9 @@ class DatacubeUNetForForecast(DatacubeUNetPreTrainedModel):
                 physical units; when given, `loss`, `nll`, `physics_loss` and `physics_terms` are returned.
             gravity, gas_constant, heat_capacity, planet_radius (`float` or `torch.FloatTensor` of shape `(B,)`,
                 *optional*): per-sample planet constants (SI) for the physics terms; the config defaults when None.
+            inputs_valid, labels_valid (`torch.BoolTensor` of shape `(B, V, Tc, Tg, Z, Y, X)`, *optional*): True
+                where a value is real data (masked data). Masked inputs are ignored; the NLL and the physics terms
+                average over valid labels only.
         """
         config = self.config
         V, Tc, Tg = config.num_variables, config.context_steps, config.geological_steps
@@ -412,7 +482,7 @@ class DatacubeUNetForForecast(DatacubeUNetPreTrainedModel):
             _check_cube("labels", labels, config, batch_size=batch_size)
 
         # 1. Trunk: normalise, fold time axes, U-Net
-        trunk = self.unet(inputs, planet_params=planet_params)
+        trunk = self.unet(inputs, planet_params=planet_params, inputs_valid=inputs_valid)
         features = trunk.last_hidden_state  # (B, C0, Tg, Z, Y, X)
         normalized = trunk.normalized_inputs  # (B, V, Tc, Tg, Z, Y, X)
         constants = self._planet_constants(inputs.shape[0], gravity, gas_constant, heat_capacity, planet_radius)
@@ -444,9 +514,10 @@ class DatacubeUNetForForecast(DatacubeUNetPreTrainedModel):
 
         # 5. Loss: Gaussian NLL in tendency units + weighted physics terms on the physical mean
         labels_normalized = (labels - norm_mean) / norm_std  # (B, V, Tc, Tg, Z, Y, X)
-        nll = _gaussian_nll(labels_normalized / scale, mean_normalized / scale, log_variance_tendency)
+        labels_valid = _check_mask("labels_valid", labels_valid, labels)
+        nll = _gaussian_nll(labels_normalized / scale, mean_normalized / scale, log_variance_tendency, labels_valid)
         if self.physics is not None:
-            physics_loss, physics_terms = self.physics(mean, **constants)
+            physics_loss, physics_terms = self.physics(mean, **constants, valid=labels_valid)
         else:
             physics_loss, physics_terms = torch.zeros((), device=mean.device, dtype=mean.dtype), {}
         loss = nll + physics_loss
