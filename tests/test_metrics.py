@@ -393,3 +393,31 @@ def test_two_process_gloo_sync_equals_single_process(tmp_path):
         metric = key.split("/")[0]
         averaged = (local[0][metric][key] + local[1][metric][key]) / 2
         assert abs(averaged - single[metric][key]) > 1e-3 * abs(single[metric][key]), key
+
+
+def test_masked_metrics_use_valid_values_only():
+    """Garbage (even NaN) in masked cells changes no metric; RMSE equals the hand-computed weighted RMSE of
+    the valid values."""
+    from astrobio_hf.metrics import ForecastMetrics, latitude_weights
+
+    torch.manual_seed(0)
+    lat = [-90.0 + 15.0 * i for i in range(13)]  # poles included
+    shape = (2, 2, 3, 1, 2, 13, 24)
+    target = torch.randn(shape, dtype=torch.float64)
+    preds = target + 0.3 * torch.randn(shape, dtype=torch.float64)
+    clim = torch.zeros(2, 1, 1, 2, 13, 24, dtype=torch.float64)
+    valid = torch.rand(shape) > 0.3
+    valid[:, :, :, :, 0] = False  # a whole level masked at once: its maps have no ACC and are left out
+    results = []
+    for fill in (0.0, float("nan"), 1e6):
+        m = ForecastMetrics(lat, ["a", "b"], [1.0, 1.0], 2, include_ssim=False)
+        m.update(preds.masked_fill(~valid, fill), target.masked_fill(~valid, fill), clim, valid=valid)
+        results.append(m.compute())
+    assert results[0] == results[1] == results[2]
+    w = latitude_weights(lat).view(1, 1, 1, 1, 1, -1, 1).expand(shape)
+    wv = torch.where(valid, w, 0.0)[:, 0]
+    expected = torch.sqrt((wv * (preds - target)[:, 0] ** 2).sum() / wv.sum())
+    assert results[0]["rmse/a"] == pytest.approx(float(expected), rel=1e-12)
+    assert all(math.isfinite(v) for v in results[0].values())
+    with pytest.raises(ValueError, match="SSIM is not defined on masked maps"):
+        ForecastMetrics(lat, ["a", "b"], [1.0, 1.0], 2).update(preds, target, clim, valid=valid)

@@ -69,9 +69,9 @@ class _CubeMetric(Metric):
     def _zeros(self, *shape: int) -> Tensor:
         return torch.zeros(shape if shape else (), dtype=_STATS_DTYPE)
 
-    def _validated_weights(self, preds: Tensor, target: Tensor) -> Tensor:
+    def _validated_weights(self, preds: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
         num_lat = self.lat_weights.numel() if self.weighted else None
-        _check_pair(preds, target, num_variables=self.num_variables, num_lat=num_lat)
+        _check_pair(preds, target, num_variables=self.num_variables, num_lat=num_lat, valid=valid)
         if self.weighted:
             return self.lat_weights
         return torch.ones(target.shape[5], dtype=_STATS_DTYPE, device=target.device)
@@ -99,9 +99,9 @@ class LatitudeWeightedRMSE(_CubeMetric):
         self.add_state("sum_w_sq_err", default=self._zeros(self.num_variables), dist_reduce_fx="sum")
         self.add_state("sum_w", default=self._zeros(self.num_variables), dist_reduce_fx="sum")
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        weights = self._validated_weights(preds, target)
-        sum_w_sq_err, sum_w = _squared_error_stats(preds.detach(), target.detach(), weights)
+    def update(self, preds: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
+        weights = self._validated_weights(preds, target, valid)
+        sum_w_sq_err, sum_w = _squared_error_stats(preds.detach(), target.detach(), weights, valid)
         self.sum_w_sq_err += sum_w_sq_err
         self.sum_w += sum_w
 
@@ -132,11 +132,17 @@ class AnomalyCorrelation(_CubeMetric):
         self.add_state("sum_acc", default=self._zeros(self.num_variables), dist_reduce_fx="sum")
         self.add_state("num_fields", default=self._zeros(self.num_variables), dist_reduce_fx="sum")
 
-    def update(self, preds: Tensor, target: Tensor, climatology: Tensor) -> None:
-        weights = self._validated_weights(preds, target)
-        acc = _acc_per_field(preds.detach(), target.detach(), climatology.detach(), weights)  # (B, V, Tc, Tg, Z)
-        self.sum_acc += acc.sum(dim=(0, 2, 3, 4))
-        self.num_fields += acc[:, 0].numel()  # fields per variable in this batch: B * Tc * Tg * Z
+    def update(self, preds: Tensor, target: Tensor, climatology: Tensor, valid: Tensor | None = None) -> None:
+        weights = self._validated_weights(preds, target, valid)
+        acc = _acc_per_field(preds.detach(), target.detach(), climatology.detach(), weights, valid)  # (B, V, Tc, Tg, Z)
+        if valid is None:
+            self.sum_acc += acc.sum(dim=(0, 2, 3, 4))
+            self.num_fields += acc[:, 0].numel()  # fields per variable in this batch: B * Tc * Tg * Z
+            return
+        # with masks, a field without valid cells has no correlation: it is left out (not counted as 0)
+        defined = torch.isfinite(acc)
+        self.sum_acc += torch.where(defined, acc, 0.0).sum(dim=(0, 2, 3, 4))
+        self.num_fields += defined.sum(dim=(0, 2, 3, 4)).to(self.num_fields.dtype)
 
     def compute(self) -> dict[str, Tensor]:
         return self._named(self.sum_acc / self.num_fields)
@@ -150,9 +156,9 @@ class _MomentMetric(_CubeMetric):
         for name in ("sum_w", "sum_wt", "sum_wt2", "sum_w_sq_err"):
             self.add_state(name, default=self._zeros(self.num_variables), dist_reduce_fx="sum")
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        weights = self._validated_weights(preds, target)
-        sum_w, sum_wt, sum_wt2, sum_w_sq_err = _moment_stats(preds.detach(), target.detach(), weights)
+    def update(self, preds: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
+        weights = self._validated_weights(preds, target, valid)
+        sum_w, sum_wt, sum_wt2, sum_w_sq_err = _moment_stats(preds.detach(), target.detach(), weights, valid)
         self.sum_w += sum_w
         self.sum_wt += sum_wt
         self.sum_wt2 += sum_wt2
@@ -371,11 +377,19 @@ class ForecastMetrics(nn.Module):
         target: Tensor,
         climatology: Tensor,
         physics_residuals: Mapping[str, Tensor] | None = None,
+        valid: Tensor | None = None,
     ) -> None:
-        """Update every metric with one batch ``(B, V, Tc, Tg, Z, Y, X)`` in physical units."""
-        for metric in self.cube_metrics.values():
-            metric.update(preds, target)
-        self.acc.update(preds, target, climatology)
+        """Update every metric with one batch ``(B, V, Tc, Tg, Z, Y, X)`` in physical units; ``valid`` (bool, the
+        batch's shape) restricts every metric to valid target values (masked data; SSIM cannot be masked and
+        refuses a mask)."""
+        for name, metric in self.cube_metrics.items():
+            if name == "ssim":
+                if valid is not None:
+                    raise ValueError("SSIM is not defined on masked maps; build ForecastMetrics with include_ssim=False")
+                metric.update(preds, target)
+            else:
+                metric.update(preds, target, valid)
+        self.acc.update(preds, target, climatology, valid)
         if self.physics is not None:
             if physics_residuals is None:
                 raise ValueError(

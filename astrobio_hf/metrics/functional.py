@@ -39,8 +39,11 @@ _REDUCE_DIMS = (0, 2, 3, 4, 5, 6)  # every axis except V
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_cube(name: str, tensor: Tensor, *, num_variables: int | None = None, num_lat: int | None = None) -> None:
-    """Raise ``ValueError`` unless ``tensor`` is a finite floating 7-D cube with the expected V and Y."""
+def _check_cube(
+    name: str, tensor: Tensor, *, num_variables: int | None = None, num_lat: int | None = None, valid: Tensor | None = None
+) -> None:
+    """Raise ``ValueError`` unless ``tensor`` is a floating 7-D cube with the expected V and Y, finite wherever
+    ``valid`` is True (everywhere without a mask)."""
     if not isinstance(tensor, Tensor):
         raise ValueError(f"expected {name} to be a torch.Tensor {CUBE_DIMS}, got {type(tensor).__name__}")
     if tensor.ndim != 7:
@@ -56,14 +59,20 @@ def _check_cube(name: str, tensor: Tensor, *, num_variables: int | None = None, 
             f"expected {name} {CUBE_DIMS} with Y={num_lat} latitude rows, got {tuple(tensor.shape)} "
             f"(Y={tensor.shape[5]})"
         )
-    if not bool(torch.isfinite(tensor).all()):
-        bad = int((~torch.isfinite(tensor)).sum())
-        raise ValueError(f"expected finite values in {name}, found {bad} NaN/Inf entries")
+    if valid is not None and tuple(valid.shape) != tuple(tensor.shape):
+        raise ValueError(f"expected a validity mask of {name}'s shape {tuple(tensor.shape)}, got {tuple(valid.shape)}")
+    finite = torch.isfinite(tensor) if valid is None else torch.isfinite(tensor) | ~valid.to(device=tensor.device, dtype=torch.bool)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        where = " at valid cells" if valid is not None else ""
+        raise ValueError(f"expected finite values in {name}{where}, found {bad} NaN/Inf entries")
 
 
-def _check_pair(preds: Tensor, target: Tensor, *, num_variables: int | None = None, num_lat: int | None = None) -> None:
-    _check_cube("preds", preds, num_variables=num_variables, num_lat=num_lat)
-    _check_cube("target", target, num_variables=num_variables, num_lat=num_lat)
+def _check_pair(
+    preds: Tensor, target: Tensor, *, num_variables: int | None = None, num_lat: int | None = None, valid: Tensor | None = None
+) -> None:
+    _check_cube("preds", preds, num_variables=num_variables, num_lat=num_lat, valid=valid)
+    _check_cube("target", target, num_variables=num_variables, num_lat=num_lat, valid=valid)
     if preds.shape != target.shape:
         raise ValueError(f"expected preds and target of the same shape, got {tuple(preds.shape)} and {tuple(target.shape)}")
 
@@ -150,40 +159,59 @@ def _expand_weights(weights: Tensor, like: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def _squared_error_stats(preds: Tensor, target: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-    """Return ``(sum w (p - t)^2, sum w)`` per variable, each ``(V,)`` float64."""
-    w = _expand_weights(weights, target)
-    err = preds.to(_STATS_DTYPE) - target.to(_STATS_DTYPE)  # (B, V, Tc, Tg, Z, Y, X)
+def _masked_weights(w: Tensor, like: Tensor, valid: Tensor | None) -> Tensor:
+    """Area weights expanded to ``like``'s shape, 0 where ``valid`` is False (float64)."""
+    w = w.expand_as(like)
+    if valid is None:
+        return w
+    return torch.where(valid.to(device=like.device, dtype=torch.bool), w, torch.zeros((), dtype=w.dtype, device=w.device))
+
+
+def _masked_values(x: Tensor, valid: Tensor | None) -> Tensor:
+    """``x`` in float64 with masked values set to 0 (so that NaN or garbage in masked cells never propagates)."""
+    x = x.to(_STATS_DTYPE)
+    if valid is None:
+        return x
+    return torch.where(valid.to(device=x.device, dtype=torch.bool), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def _squared_error_stats(preds: Tensor, target: Tensor, weights: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Return ``(sum w (p - t)^2, sum w)`` per variable, each ``(V,)`` float64, over valid values only."""
+    err = _masked_values(preds, valid) - _masked_values(target, valid)  # (B, V, Tc, Tg, Z, Y, X)
+    w = _masked_weights(_expand_weights(weights, target), err, valid)
     sum_w_sq = (w * err.square()).sum(dim=_REDUCE_DIMS)  # (V,)
-    sum_w = w.expand_as(err).sum(dim=_REDUCE_DIMS)  # (V,)
+    sum_w = w.sum(dim=_REDUCE_DIMS)  # (V,)
     return sum_w_sq, sum_w
 
 
-def _moment_stats(preds: Tensor, target: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Return ``(sum w, sum w t, sum w t^2, sum w (p - t)^2)`` per variable, each ``(V,)`` float64."""
-    w = _expand_weights(weights, target)
-    t = target.to(_STATS_DTYPE)
-    err = preds.to(_STATS_DTYPE) - t
+def _moment_stats(
+    preds: Tensor, target: Tensor, weights: Tensor, valid: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Return ``(sum w, sum w t, sum w t^2, sum w (p - t)^2)`` per variable, each ``(V,)`` float64 (valid values only)."""
+    t = _masked_values(target, valid)
+    err = _masked_values(preds, valid) - t
+    w = _masked_weights(_expand_weights(weights, target), t, valid)
     wt = w * t
     return (
-        w.expand_as(t).sum(dim=_REDUCE_DIMS),
+        w.sum(dim=_REDUCE_DIMS),
         wt.sum(dim=_REDUCE_DIMS),
         (wt * t).sum(dim=_REDUCE_DIMS),
         (w * err.square()).sum(dim=_REDUCE_DIMS),
     )
 
 
-def _acc_per_field(preds: Tensor, target: Tensor, climatology: Tensor, weights: Tensor) -> Tensor:
+def _acc_per_field(preds: Tensor, target: Tensor, climatology: Tensor, weights: Tensor, valid: Tensor | None = None) -> Tensor:
     """WeatherBench2 ACC of every (Y, X) field: returns ``(B, V, Tc, Tg, Z)`` float64.
 
     ``ACC = sum w f' o' / sqrt(sum w f'^2 * sum w o'^2)`` with anomalies ``f' = forecast - climatology``,
-    ``o' = truth - climatology`` (uncentred, as WB2's ``ACC`` metric; the weight normalisation cancels).
-    A field whose forecast or observed anomaly is identically zero has no defined correlation and gives NaN.
+    ``o' = truth - climatology`` (uncentred, as WB2's ``ACC`` metric; the weight normalisation cancels), over
+    the valid cells of the field. A field whose forecast or observed anomaly is identically zero (or that has
+    no valid cell) has no defined correlation and gives NaN.
     """
-    w = _expand_weights(weights, target)
     clim = _broadcast_climatology(climatology, target).to(_STATS_DTYPE)
-    fa = preds.to(_STATS_DTYPE) - clim
-    oa = target.to(_STATS_DTYPE) - clim
+    fa = _masked_values(preds.to(_STATS_DTYPE) - clim, valid)
+    oa = _masked_values(target.to(_STATS_DTYPE) - clim, valid)
+    w = _masked_weights(_expand_weights(weights, target), fa, valid)
     num = (w * fa * oa).sum(dim=(-2, -1))
     den = torch.sqrt((w * fa.square()).sum(dim=(-2, -1)) * (w * oa.square()).sum(dim=(-2, -1)))
     return num / den
