@@ -22,6 +22,9 @@ spectrum           list<float32>       (T, P, W) spectra, one set per climate ti
 planet_regime      int32               class index of the planet's regime in
                                        ``planet_regime_names`` (only in datasets whose schema
                                        has regime labels; see below)
+climate_times      list<float64>       (T,) CF times of the steps in ``climate_time_units`` /
+                                       ``climate_time_calendar`` (only in datasets whose schema
+                                       has them; see below)
 =================  ==================  ======================================================
 
 ``schema.json`` holds the variable names and units, grid coordinates, axis names, climate and
@@ -47,6 +50,18 @@ without these keys still load): ``planet_regime_names`` (K >= 2 class names, e.g
 "temperate", "warm"]``) and ``planet_regime_rule``, one sentence stating how a planet's class follows
 from its data (e.g. thresholds on its global-mean surface temperature). A row then carries
 ``planet_regime``: the int32 class index in ``[0, K)`` of its planet.
+
+CF times (optional; None in synthetic datasets, for step indices and in old schemas):
+``climate_time_units`` (e.g. ``"days since 0001-01-01 00:00:00"``) and ``climate_time_calendar``
+(``"standard"``, ``"360_day"``, ``"noleap"``, ...); a row then carries ``climate_times``.
+:func:`calendar_index` maps them to month or day of year, :func:`climate_time_kind` says which applies.
+
+Masked values (optional): NaN in ``fields`` mark masked cells (land in an ocean field, ``_FillValue``);
+``masked_values`` counts them per variable over all splits (None without masks and in old schemas).
+The statistics above then use valid values only (``tendency_std``: pairs of valid consecutive steps).
+
+Integrity: every shard is written with Parquet page checksums and its sha256 is listed in
+``schema.json`` (``ShardInfo.sha256``, None in old schemas); :meth:`DatasetSchema.from_dir` verifies both.
 
 A standard deviation of exactly 0 (a constant variable or parameter, e.g. the planet constants of a
 dataset that holds one planet) is stored as 1.0 so that normalising gives ``x - mean``; this is the only
@@ -100,17 +115,72 @@ SPECTRUM_COLUMN = "spectrum"
 #: Arrow schema of one shard of a dataset with spectra: the row format plus ``spectrum``.
 ROW_ARROW_SCHEMA_WITH_SPECTRUM = ROW_ARROW_SCHEMA.append(pa.field(SPECTRUM_COLUMN, pa.list_(pa.float32())))
 REGIME_COLUMN = "planet_regime"
+TIMES_COLUMN = "climate_times"
 
 
-def row_arrow_schema(with_spectrum: bool, with_regime: bool = False) -> pa.Schema:
-    """Arrow schema of a shard: the row format, plus ``spectrum`` and/or ``planet_regime`` (in that order)."""
+def row_arrow_schema(with_spectrum: bool, with_regime: bool = False, with_times: bool = False) -> pa.Schema:
+    """Arrow schema of a shard: the row format, plus ``spectrum``, ``planet_regime`` and/or ``climate_times``
+    (in that order)."""
     schema = ROW_ARROW_SCHEMA_WITH_SPECTRUM if with_spectrum else ROW_ARROW_SCHEMA
-    return schema.append(pa.field(REGIME_COLUMN, pa.int32())) if with_regime else schema
+    if with_regime:
+        schema = schema.append(pa.field(REGIME_COLUMN, pa.int32()))
+    return schema.append(pa.field(TIMES_COLUMN, pa.list_(pa.float64()))) if with_times else schema
 
 
-def row_columns(with_spectrum: bool, with_regime: bool = False) -> tuple[str, ...]:
-    """Column names of a shard, with or without the ``spectrum`` and ``planet_regime`` columns."""
-    return (*ROW_COLUMNS, *((SPECTRUM_COLUMN,) if with_spectrum else ()), *((REGIME_COLUMN,) if with_regime else ()))
+def row_columns(with_spectrum: bool, with_regime: bool = False, with_times: bool = False) -> tuple[str, ...]:
+    """Column names of a shard, with or without the ``spectrum``, ``planet_regime`` and ``climate_times`` columns."""
+    return (
+        *ROW_COLUMNS,
+        *((SPECTRUM_COLUMN,) if with_spectrum else ()),
+        *((REGIME_COLUMN,) if with_regime else ()),
+        *((TIMES_COLUMN,) if with_times else ()),
+    )
+
+
+def read_parquet_file(path: str | os.PathLike) -> pq.ParquetFile:
+    """Open a shard with Parquet page checksum verification (a corrupted page is an error when read)."""
+    return pq.ParquetFile(path, page_checksum_verification=True)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def climate_time_kind(schema: "DatasetSchema") -> str | None:
+    """``"month"``, ``"day"`` or None: the kind of the climate-time axis from the median spacing of its CF
+    times (``climate_time_step`` in days: 28-31 -> month, 1 -> day); None without CF times
+    (``climate_time_units`` None) or for another spacing."""
+    if schema.climate_time_units is None or schema.climate_time_unit not in ("day", "days"):
+        return None
+    step_days = float(schema.climate_time_step)
+    if 27.5 <= step_days <= 31.5:
+        return "month"
+    if 0.9 <= step_days <= 1.1:
+        return "day"
+    return None
+
+
+def calendar_index(times, units: str, calendar: str, kind: str) -> np.ndarray:
+    """Month of year (0..11, ``kind="month"``) or day of year (0..365, ``kind="day"``) of numeric CF times
+    ``times`` in ``units`` (e.g. ``"days since 0001-01-01"``) and ``calendar``, via ``cftime.num2date``."""
+    import cftime
+
+    if kind not in ("month", "day"):
+        raise ValueError(f"expected kind 'month' or 'day', got {kind!r}")
+    t = np.asarray(times, dtype=np.float64)
+    dates = cftime.num2date(t.reshape(-1), units, calendar=calendar, only_use_cftime_datetimes=True)
+    if kind == "month":
+        idx = np.array([d.month - 1 for d in dates], dtype=np.int64)
+    else:
+        idx = np.array([d.dayofyr - 1 for d in dates], dtype=np.int64)
+    return idx.reshape(t.shape)
 
 
 @dataclass
@@ -128,6 +198,8 @@ class Series:
             per climate time step), or None for a dataset without spectra.
         planet_regime: class index of the planet's regime in the schema's ``planet_regime_names``, or None
             for a dataset without regime labels.
+        times: float64 (T,) CF times of the climate steps in the schema's ``climate_time_units`` /
+            ``climate_time_calendar``, or None for a dataset without CF times.
     """
 
     planet_id: str
@@ -137,6 +209,7 @@ class Series:
     constants: dict[str, float]
     spectrum: np.ndarray | None = None
     planet_regime: int | None = None
+    times: np.ndarray | None = None
 
     @property
     def n_time(self) -> int:
@@ -145,12 +218,14 @@ class Series:
 
 @dataclass
 class ShardInfo:
-    """Membership of one shard: its file name and, per row, planet id, segment and number of steps."""
+    """Membership of one shard: its file name, per row planet id, segment and number of steps, and the
+    sha256 of the file (None in old schemas)."""
 
     file: str
     planet_ids: list[str]
     segments: list[int]
     n_time: list[int]
+    sha256: str | None = None
 
     @property
     def num_rows(self) -> int:
@@ -165,7 +240,8 @@ class DatasetSchema:
         variable_names: V canonical short names (``T``, ``p``, ``u``, ...) or the source's names.
         units: SI unit of every variable.
         level_values, level_unit: Z level coordinates, in ``"m"`` (height) or ``"Pa"`` (pressure).
-        lat_values: Y latitudes in degrees, ascending. lon_values: X longitudes in degrees, [0, 360).
+        lat_values: Y latitudes in degrees, ascending. lon_values: X longitudes in degrees, ascending,
+            in [0, 360) for a global grid; a regional grid crossing 0 stays contiguous (e.g. 330 .. 400).
         climate_time_step, climate_time_unit: spacing of the climate-time axis.
         geological_time_values, geological_time_unit: Tg geological-time coordinates.
         planet_param_names, planet_param_units: P planet parameters.
@@ -184,6 +260,11 @@ class DatasetSchema:
         spectrum_model: one sentence naming how the spectra were computed.
         planet_regime_names: K >= 2 regime class names, or None (no regime labels in this dataset).
         planet_regime_rule: one sentence stating how a planet's regime follows from its data (None without labels).
+        climate_time_units, climate_time_calendar: CF units (e.g. ``"days since 0001-01-01 00:00:00"``) and
+            calendar (``"standard"``, ``"360_day"``, ``"noleap"``, ...) of the rows' ``climate_times``; None when
+            the climate steps are step indices (synthetic data, an undecodable time axis, old schemas).
+        masked_values: number of NaN (masked) values per variable over all splits, or None in a dataset
+            without masked values (and in old schemas).
         extra: free-form JSON metadata (e.g. ingestion details).
         data_dir: the directory this schema was read from (not serialised).
     """
@@ -218,6 +299,9 @@ class DatasetSchema:
     spectrum_model: str | None = None
     planet_regime_names: list[str] | None = None
     planet_regime_rule: str | None = None
+    climate_time_units: str | None = None
+    climate_time_calendar: str | None = None
+    masked_values: dict[str, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     data_dir: str | None = field(default=None, compare=False)
@@ -287,6 +371,16 @@ class DatasetSchema:
     def has_regimes(self) -> bool:
         """Whether the rows carry a ``planet_regime`` class label."""
         return self.planet_regime_names is not None
+
+    @property
+    def has_climate_times(self) -> bool:
+        """Whether the rows carry a ``climate_times`` column (CF times in ``climate_time_units``)."""
+        return self.climate_time_units is not None
+
+    @property
+    def has_masked_values(self) -> bool:
+        """Whether the fields hold NaN (masked) values: any count in ``masked_values`` > 0."""
+        return bool(self.masked_values) and any(int(n) > 0 for n in self.masked_values.values())
 
     @property
     def num_regimes(self) -> int:
@@ -381,6 +475,17 @@ class DatasetSchema:
                 continue
             if got != shape:
                 raise ValueError(f"schema {name} has shape {got}, expected {shape} (V={V}, Z={Z}, P={P})")
+        lon = np.asarray(self.lon_values, dtype=np.float64)
+        _check_lon(lon)
+        if (self.climate_time_units is None) != (self.climate_time_calendar is None):
+            raise ValueError(
+                f"schema has climate_time_units {self.climate_time_units!r} and climate_time_calendar "
+                f"{self.climate_time_calendar!r}; expected both or neither"
+            )
+        if self.masked_values is not None:
+            unknown = sorted(set(self.masked_values) - set(self.variable_names))
+            if unknown:
+                raise ValueError(f"schema masked_values names {unknown}, expected variables among {self.variable_names}")
         self._validate_spectrum_metadata()
         self._validate_regime_metadata()
         for split, shards in self.splits.items():
@@ -445,7 +550,8 @@ class DatasetSchema:
         Checks (each failure is a ``ValueError`` naming the file, what was expected and what was found):
         ``schema.json`` missing or unreadable; a listed shard missing, 0 bytes, not a Parquet file
         (corrupted), with 0 rows, with other columns than the row format, with a row count, planet ids,
-        segments or ``n_time`` other than the schema lists; and for the first row of every shard, a
+        segments or ``n_time`` other than the schema lists; a sha256 other than the one listed (corrupted
+        bytes); a page whose Parquet checksum fails; and for the first row of every shard, a
         ``fields`` length other than V*T*Tg*Z*Y*X or a ``planet_params`` length other than P.
         (Every row is checked again while streaming.)
         """
@@ -481,13 +587,13 @@ class DatasetSchema:
         if os.path.getsize(path) == 0:
             raise ValueError(f"shard {path} of split {split!r} is empty (0 bytes)")
         try:
-            pf = pq.ParquetFile(path)
+            pf = read_parquet_file(path)
         except Exception as e:  # pyarrow raises ArrowInvalid/OSError for garbage bytes
             raise ValueError(f"shard {path} of split {split!r} is corrupted: not a readable Parquet file ({e})") from e
         if pf.metadata.num_rows == 0:
             raise ValueError(f"shard {path} of split {split!r} has 0 rows, expected {info.num_rows}")
         names = pf.schema_arrow.names
-        expected_columns = row_columns(self.has_spectra, self.has_regimes)
+        expected_columns = row_columns(self.has_spectra, self.has_regimes, self.has_climate_times)
         if tuple(names) != expected_columns:
             raise ValueError(f"shard {path} has columns {names}, expected {list(expected_columns)}")
         if pf.metadata.num_rows != info.num_rows:
@@ -497,7 +603,12 @@ class DatasetSchema:
         try:
             small = pf.read(columns=["planet_id", "segment", "n_time", *((REGIME_COLUMN,) if self.has_regimes else ())])
             first = pf.read_row_group(
-                0, columns=["n_time", "fields", "planet_params", *((SPECTRUM_COLUMN,) if self.has_spectra else ())]
+                0,
+                columns=[
+                    "n_time", "fields", "planet_params",
+                    *((SPECTRUM_COLUMN,) if self.has_spectra else ()),
+                    *((TIMES_COLUMN,) if self.has_climate_times else ()),
+                ],
             ).slice(0, 1)
         except Exception as e:
             raise ValueError(f"shard {path} of split {split!r} is corrupted: cannot read its rows ({e})") from e
@@ -514,6 +625,10 @@ class DatasetSchema:
             raise ValueError(
                 f"shard {path}: first row has {got} field values, schema.json expects "
                 f"(V, T, Tg, Z, Y, X) = {self.series_shape(n_time)} = {expected}"
+            )
+        if self.has_climate_times and len(first[TIMES_COLUMN][0]) != n_time:
+            raise ValueError(
+                f"shard {path}: first row has {len(first[TIMES_COLUMN][0])} climate_times, expected n_time = {n_time}"
             )
         got_p = len(first["planet_params"][0])
         if got_p != self.num_planet_params:
@@ -535,6 +650,26 @@ class DatasetSchema:
                     f"shard {path}: first row has {got_s} spectrum values, schema.json expects "
                     f"(T, P, W) = ({n_time}, {self.num_phases}, {self.num_wavelengths}) = {expected_s}"
                 )
+        # last: the structural checks above name a truncated or rewritten shard more precisely
+        if info.sha256 is not None:
+            digest = file_sha256(path)
+            if digest != info.sha256:
+                raise ValueError(
+                    f"shard {info.file} of split {split!r} is corrupted: sha256 {digest} differs from schema.json "
+                    f"{info.sha256} ({path})"
+                )
+
+
+def _check_lon(lon: np.ndarray) -> None:
+    """Longitudes: ascending, within [-180, 720), spanning less than 360 degrees (a regional grid crossing 0
+    is stored contiguous, e.g. 330 .. 400)."""
+    if (
+        np.any(~np.isfinite(lon))
+        or np.any(lon < -180)
+        or np.any(lon >= 720)
+        or (lon.size > 1 and (np.any(np.diff(lon) <= 0) or lon[-1] - lon[0] >= 360))
+    ):
+        raise ValueError(f"lon_values must be ascending within [-180, 720) and span less than 360 degrees, got {lon.tolist()}")
 
 
 # ---------------------------------------------------------------------------- writing
@@ -547,7 +682,9 @@ def _flat_list_array(arrays: Sequence[np.ndarray]) -> pa.Array:
     return arr.cast(pa.list_(pa.float32())) if offsets[-1] < 2**31 else arr
 
 
-def _series_to_table(series: Sequence[Series], with_spectrum: bool = False, with_regime: bool = False) -> pa.Table:
+def _series_to_table(
+    series: Sequence[Series], with_spectrum: bool = False, with_regime: bool = False, with_times: bool = False
+) -> pa.Table:
     flat = [np.ascontiguousarray(s.fields, dtype=np.float32).reshape(-1) for s in series]
     offsets = np.zeros(len(flat) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([a.size for a in flat])
@@ -574,10 +711,15 @@ def _series_to_table(series: Sequence[Series], with_spectrum: bool = False, with
         )
     if with_regime:
         cols[REGIME_COLUMN] = pa.array([int(s.planet_regime) for s in series], type=pa.int32())
-    return pa.Table.from_pydict(cols, schema=row_arrow_schema(with_spectrum, with_regime))
+    if with_times:
+        cols[TIMES_COLUMN] = pa.array([np.asarray(s.times, dtype=np.float64) for s in series], type=pa.list_(pa.float64()))
+    return pa.Table.from_pydict(cols, schema=row_arrow_schema(with_spectrum, with_regime, with_times))
 
 
-def _check_series(s: Series, split: str, V: int, Tg: int, Z: int, Y: int, X: int, P: int, variable_names) -> None:
+def _check_series(
+    s: Series, split: str, V: int, Tg: int, Z: int, Y: int, X: int, P: int, variable_names, allow_masked: bool = False
+) -> np.ndarray:
+    """Checks one series; returns its number of NaN per variable (V,) (all 0 unless ``allow_masked``)."""
     f = np.asarray(s.fields)
     if f.ndim != 6:
         raise ValueError(
@@ -590,11 +732,14 @@ def _check_series(s: Series, split: str, V: int, Tg: int, Z: int, Y: int, X: int
         )
     if f.shape[1] < 1:
         raise ValueError(f"series {s.planet_id}/{s.segment} of split {split!r} has no climate time steps")
-    bad = ~np.isfinite(f)
+    nan_per_var = np.isnan(f).reshape(V, -1).sum(axis=1)
+    bad = np.isinf(f) if allow_masked else ~np.isfinite(f)
     if bad.any():
         per_var = bad.reshape(V, -1).sum(axis=1)
         detail = ", ".join(f"{variable_names[i]}: {int(n)}" for i, n in enumerate(per_var) if n)
-        raise ValueError(f"series {s.planet_id}/{s.segment} of split {split!r} has non-finite (NaN/Inf) values: {detail}")
+        what = "infinite (Inf) values" if allow_masked else "non-finite (NaN/Inf) values"
+        hint = "" if allow_masked else " (NaN as masked values are written only with allow_masked=True)"
+        raise ValueError(f"series {s.planet_id}/{s.segment} of split {split!r} has {what}: {detail}{hint}")
     p = np.asarray(s.planet_params).reshape(-1)
     if p.size != P:
         raise ValueError(f"series {s.planet_id}/{s.segment}: expected {P} planet_params, got {p.size}")
@@ -607,6 +752,7 @@ def _check_series(s: Series, split: str, V: int, Tg: int, Z: int, Y: int, X: int
         val = float(s.constants[c])
         if not (math.isfinite(val) and val > 0):
             raise ValueError(f"series {s.planet_id}/{s.segment}: constant {c} must be finite and > 0, got {val}")
+    return nan_per_var
 
 
 def _check_spectrum(s: Series, split: str, spectrum_shape: tuple[int, int] | None) -> None:
@@ -664,6 +810,9 @@ def write_dataset(
     spectrum_model: str | None = None,
     planet_regime_names: Sequence[str] | None = None,
     planet_regime_rule: str | None = None,
+    climate_time_units: str | None = None,
+    climate_time_calendar: str | None = None,
+    allow_masked: bool = False,
 ) -> DatasetSchema:
     """Write ``splits`` as Parquet shards plus ``schema.json`` into ``output_dir`` and return the schema.
 
@@ -680,6 +829,14 @@ def write_dataset(
     Regime labels: with ``planet_regime_names`` (K >= 2 names) given, every series needs ``planet_regime`` in
     ``[0, K)`` and ``planet_regime_rule`` (one sentence) is required; the shards then carry a ``planet_regime``
     column.
+
+    CF times: with ``climate_time_units`` and ``climate_time_calendar`` given, every series needs ``times``
+    (T,) float64 in those units; the shards then carry a ``climate_times`` column.
+
+    Masked values: with ``allow_masked=True`` NaN (masked cells) are stored as NaN and counted per variable
+    in the schema's ``masked_values``; the statistics then use valid values only (``tendency_std`` pairs of
+    valid consecutive steps only) and a (variable, level) with no valid value is an error. Inf is always an
+    error. Every shard is written with Parquet page checksums and its sha256 is stored in the schema.
     """
     # 1. validate the metadata
     variable_names = [str(v) for v in variable_names]
@@ -706,8 +863,7 @@ def write_dataset(
     if np.any(np.abs(lat) > 90) or (lat.size > 1 and np.any(np.diff(lat) <= 0)):
         raise ValueError(f"lat_values must be ascending within [-90, 90], got {lat.tolist()}")
     lon = np.asarray(lon_values, dtype=np.float64)
-    if np.any(lon < 0) or np.any(lon >= 360) or (lon.size > 1 and np.any(np.diff(lon) <= 0)):
-        raise ValueError(f"lon_values must be ascending within [0, 360), got {lon.tolist()}")
+    _check_lon(lon)
 
     with_spectrum = spectrum_wavelengths is not None
     spectrum_shape = None
@@ -730,12 +886,30 @@ def write_dataset(
     elif planet_regime_rule is not None:
         raise ValueError("planet_regime_rule given without planet_regime_names")
 
+    with_times = climate_time_units is not None
+    if with_times != (climate_time_calendar is not None):
+        raise ValueError(
+            f"expected climate_time_units and climate_time_calendar both or neither, got {climate_time_units!r} "
+            f"and {climate_time_calendar!r}"
+        )
+
     # 2. validate every series
+    nan_counts = np.zeros(V, dtype=np.int64)
     for split, series in splits.items():
         for s in series:
-            _check_series(s, split, V, Tg, Z, Y, X, P, variable_names)
+            nan_counts += _check_series(s, split, V, Tg, Z, Y, X, P, variable_names, allow_masked)
             _check_spectrum(s, split, spectrum_shape)
             _check_regime(s, split, planet_regime_names)
+            name = f"series {s.planet_id}/{s.segment} of split {split!r}"
+            if with_times:
+                t = None if s.times is None else np.asarray(s.times, dtype=np.float64)
+                if t is None or t.shape != (s.n_time,) or not np.isfinite(t).all():
+                    raise ValueError(
+                        f"{name}: expected times (T,) = ({s.n_time},) finite values in {climate_time_units!r}, "
+                        f"got {None if t is None else t.shape}"
+                    )
+            elif s.times is not None:
+                raise ValueError(f"{name} has times but write_dataset got no climate_time_units / climate_time_calendar")
 
     # 3. normalisation statistics on the train split (float64 accumulation)
     stat_split = "train" if "train" in splits else next(iter(splits))
@@ -743,15 +917,32 @@ def write_dataset(
     s2 = np.zeros((V, Z))
     d2 = np.zeros((V, Z))
     count = d_count = 0
-    for s in splits[stat_split]:
+    count = np.zeros((V, Z))
+    d_count = np.zeros((V, Z))
+    any_steps = False
+    for s in splits[stat_split]:  # valid (non-NaN) values only; pairs of valid consecutive steps only
         f = np.asarray(s.fields, dtype=np.float64)  # (V, T, Tg, Z, Y, X)
-        s1 += f.sum(axis=(1, 2, 4, 5))
-        s2 += (f * f).sum(axis=(1, 2, 4, 5))
-        count += f.shape[1] * Tg * Y * X
-        d = np.diff(f, axis=1)  # (V, T-1, Tg, Z, Y, X): one-step changes
-        d2 += (d * d).sum(axis=(1, 2, 4, 5))
-        d_count += d.shape[1] * Tg * Y * X
-    tendency = np.sqrt(d2 / d_count) if d_count else np.ones((V, Z))
+        valid = ~np.isnan(f)
+        f0 = np.where(valid, f, 0.0)
+        s1 += f0.sum(axis=(1, 2, 4, 5))
+        s2 += (f0 * f0).sum(axis=(1, 2, 4, 5))
+        count += valid.sum(axis=(1, 2, 4, 5))
+        d = np.diff(f, axis=1)  # (V, T-1, Tg, Z, Y, X): one-step changes, NaN where a step is masked
+        d_valid = ~np.isnan(d)
+        d0 = np.where(d_valid, d, 0.0)
+        d2 += (d0 * d0).sum(axis=(1, 2, 4, 5))
+        d_count += d_valid.sum(axis=(1, 2, 4, 5))
+        any_steps = any_steps or d.shape[1] > 0
+    empty_stats = [f"{variable_names[i]} level {k}" for i in range(V) for k in range(Z) if count[i, k] == 0]
+    if empty_stats:
+        raise ValueError(
+            f"no valid (non-masked) value in split {stat_split!r} for {empty_stats}; the statistics need at least one"
+        )
+    if any_steps:
+        tendency = np.sqrt(np.divide(d2, d_count, out=np.zeros((V, Z)), where=d_count > 0))
+        tendency[d_count == 0] = 1.0
+    else:
+        tendency = np.ones((V, Z))
     mean = s1 / count
     std = np.sqrt(np.maximum(s2 / count - mean * mean, 0.0))
     params = np.stack([np.asarray(s.planet_params, dtype=np.float64).reshape(-1) for s in splits[stat_split]])
@@ -797,7 +988,11 @@ def write_dataset(
             chunk = list(series[i * series_per_shard : (i + 1) * series_per_shard])
             name = f"{split}-{i:05d}-of-{n_shards:05d}.parquet"
             tmp = out / (name + ".tmp")
-            pq.write_table(_series_to_table(chunk, with_spectrum, with_regime), tmp, row_group_size=1, compression="snappy")
+            pq.write_table(
+                _series_to_table(chunk, with_spectrum, with_regime, with_times),
+                tmp, row_group_size=1, compression="snappy", write_page_checksum=True,
+            )
+            digest = file_sha256(tmp)
             os.replace(tmp, out / name)
             infos.append(
                 ShardInfo(
@@ -805,6 +1000,7 @@ def write_dataset(
                     planet_ids=[str(s.planet_id) for s in chunk],
                     segments=[int(s.segment) for s in chunk],
                     n_time=[s.n_time for s in chunk],
+                    sha256=digest,
                 )
             )
         shard_infos[split] = infos
@@ -841,6 +1037,9 @@ def write_dataset(
         spectrum_model=str(spectrum_model) if with_spectrum else None,
         planet_regime_names=planet_regime_names if with_regime else None,
         planet_regime_rule=str(planet_regime_rule) if with_regime else None,
+        climate_time_units=str(climate_time_units) if with_times else None,
+        climate_time_calendar=str(climate_time_calendar) if with_times else None,
+        masked_values={v: int(n) for v, n in zip(variable_names, nan_counts)} if nan_counts.any() else None,
         extra=dict(extra or {}),
     )
     schema.validate_metadata()
@@ -859,9 +1058,14 @@ __all__ = [
     "ROW_ARROW_SCHEMA_WITH_SPECTRUM",
     "SCHEMA_FILENAME",
     "SPECTRUM_COLUMN",
+    "TIMES_COLUMN",
     "DatasetSchema",
     "Series",
     "ShardInfo",
+    "calendar_index",
+    "climate_time_kind",
+    "file_sha256",
+    "read_parquet_file",
     "row_arrow_schema",
     "row_columns",
     "write_dataset",
