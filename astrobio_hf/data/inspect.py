@@ -6,9 +6,8 @@ import logging
 import os
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from .schema import DatasetSchema
+from .schema import DatasetSchema, read_parquet_file
 
 logger = logging.getLogger(__name__)
 
@@ -16,8 +15,10 @@ logger = logging.getLogger(__name__)
 def dataset_statistics(data_dir: str | os.PathLike, *, schema: DatasetSchema | None = None) -> dict[str, dict[str, float]]:
     """min/max/mean/std of every variable over all rows of all shards of all splits (float64 accumulation).
 
-    Reads one row group (one series) at a time, so memory stays at one series.
-    Returns ``{variable: {"min", "max", "mean", "std", "count"}}``.
+    Reads one row group (one series) at a time, so memory stays at one series, with Parquet page checksum
+    verification (a corrupted page is a ``ValueError`` naming the shard). Masked (NaN) values are left out;
+    ``count`` is the number of valid values and ``masked`` the number of NaN.
+    Returns ``{variable: {"min", "max", "mean", "std", "count", "masked"}}``.
     """
     schema = schema or DatasetSchema.from_dir(data_dir)
     V = schema.num_variables
@@ -26,11 +27,18 @@ def dataset_statistics(data_dir: str | os.PathLike, *, schema: DatasetSchema | N
     s1 = np.zeros(V)
     s2 = np.zeros(V)
     count = np.zeros(V)
+    masked = np.zeros(V)
     for split in schema.splits:
         for path in schema.shard_files(split):
-            pf = pq.ParquetFile(path)
+            try:
+                pf = read_parquet_file(path)
+            except Exception as e:
+                raise ValueError(f"shard {path} of split {split!r} is corrupted: {e}") from e
             for g in range(pf.num_row_groups):
-                table = pf.read_row_group(g, columns=["n_time", "fields"])
+                try:
+                    table = pf.read_row_group(g, columns=["n_time", "fields"])
+                except Exception as e:  # a failed page checksum, truncated bytes
+                    raise ValueError(f"shard {path} of split {split!r} is corrupted: cannot read row group {g} ({e})") from e
                 values = table.column("fields").combine_chunks()
                 flat = values.values.to_numpy(zero_copy_only=False)
                 offsets = values.offsets.to_numpy()
@@ -42,15 +50,18 @@ def dataset_statistics(data_dir: str | os.PathLike, *, schema: DatasetSchema | N
                             f"shard {path}: a row has {row.size} field values, schema.json expects {shape}"
                         )
                     per_var = row.reshape(V, -1).astype(np.float64)
-                    vmin = np.minimum(vmin, per_var.min(axis=1))
-                    vmax = np.maximum(vmax, per_var.max(axis=1))
-                    s1 += per_var.sum(axis=1)
-                    s2 += (per_var * per_var).sum(axis=1)
-                    count += per_var.shape[1]
+                    valid = ~np.isnan(per_var)
+                    vmin = np.minimum(vmin, np.where(valid, per_var, np.inf).min(axis=1))
+                    vmax = np.maximum(vmax, np.where(valid, per_var, -np.inf).max(axis=1))
+                    v0 = np.where(valid, per_var, 0.0)
+                    s1 += v0.sum(axis=1)
+                    s2 += (v0 * v0).sum(axis=1)
+                    count += valid.sum(axis=1)
+                    masked += (~valid).sum(axis=1)
     mean = s1 / np.maximum(count, 1)
     std = np.sqrt(np.maximum(s2 / np.maximum(count, 1) - mean * mean, 0.0))
     return {
-        v: {"min": float(vmin[i]), "max": float(vmax[i]), "mean": float(mean[i]), "std": float(std[i]), "count": int(count[i])}
+        v: {"min": float(vmin[i]), "max": float(vmax[i]), "mean": float(mean[i]), "std": float(std[i]), "count": int(count[i]), "masked": int(masked[i])}
         for i, v in enumerate(schema.variable_names)
     }
 
@@ -81,6 +92,10 @@ def describe_dataset(data_dir: str | os.PathLike) -> str:
         f"lat: {_fmt_values(schema.lat_values, 'deg')}",
         f"lon: {_fmt_values(schema.lon_values, 'deg')}",
         f"climate time step: {schema.climate_time_step:g} {schema.climate_time_unit}",
+        "climate times: "
+        + (f"{schema.climate_time_units} ({schema.climate_time_calendar} calendar)" if schema.has_climate_times else "step indices"),
+        "masked values: "
+        + (", ".join(f"{v}: {n}" for v, n in schema.masked_values.items()) if schema.has_masked_values else "none"),
         f"geological time: {_fmt_values(schema.geological_time_values, schema.geological_time_unit)}",
         "planet parameters: "
         + (", ".join(f"{n} [{u}]" for n, u in zip(schema.planet_param_names, schema.planet_param_units)) or "none"),

@@ -28,6 +28,12 @@ Regime labels: when the schema has them (``schema.has_regimes``), a window also 
 the int64 class index of its planet in ``schema.planet_regime_names``; :func:`collate_windows` stacks it to
 ``(B,)`` int64. A label outside ``[0, K)`` raises ``ValueError``.
 
+CF times: when the schema has them (``schema.has_climate_times``), a window also carries ``label_times``,
+the float64 CF times of its label steps (Tc,); :func:`collate_windows` stacks them to ``(B, Tc)``.
+
+Masked values: when ``schema.has_masked_values``, windows keep their NaN (masked cells);
+``collate_windows(..., masked=True)`` turns them into ``inputs_valid``/``labels_valid`` masks and 0.0.
+
 Splits come from the dataset: train/val/test hold different planets (``split_by="planet"``) or, for a
 dataset of one planet, different contiguous blocks of climate time (``split_by="time_block"``).
 
@@ -67,6 +73,7 @@ from .schema import (
     CONSTANT_NAMES,
     REGIME_COLUMN,
     SPECTRUM_COLUMN,
+    TIMES_COLUMN,
     DatasetSchema,
     row_columns,
 )
@@ -87,9 +94,11 @@ WINDOW_COLUMNS = (
 SPECTRUM_WINDOW_COLUMNS = (SPECTRUM_COLUMN, "spectrum_shape")
 #: extra window column of a dataset with regime labels
 REGIME_WINDOW_COLUMNS = (REGIME_COLUMN,)
+#: extra window column of a dataset with CF times (the times of the label steps)
+TIMES_WINDOW_COLUMNS = ("label_times",)
 
 
-def _row_features(with_spectrum: bool = False, with_regime: bool = False):
+def _row_features(with_spectrum: bool = False, with_regime: bool = False, with_times: bool = False):
     from datasets import Features, List, Value
 
     return Features(
@@ -102,11 +111,14 @@ def _row_features(with_spectrum: bool = False, with_regime: bool = False):
             **{c: Value("float64") for c in CONSTANT_NAMES},
             **({SPECTRUM_COLUMN: List(Value("float32"))} if with_spectrum else {}),
             **({REGIME_COLUMN: Value("int32")} if with_regime else {}),
+            **({TIMES_COLUMN: List(Value("float64"))} if with_times else {}),
         }
     )
 
 
-def _window_features(window_size: int, num_params: int, spectrum_size: int = 0, with_regime: bool = False):
+def _window_features(
+    window_size: int, num_params: int, spectrum_size: int = 0, with_regime: bool = False, times_size: int = 0
+):
     from datasets import Features, List, Value
 
     # fixed-size lists: numpy formatting turns each into one array without per-row offsets
@@ -127,6 +139,7 @@ def _window_features(window_size: int, num_params: int, spectrum_size: int = 0, 
             **{c: Value("float64") for c in CONSTANT_NAMES},
             **spectrum,
             **({REGIME_COLUMN: Value("int64")} if with_regime else {}),
+            **({"label_times": List(Value("float64"), length=times_size)} if times_size else {}),
         }
     )
 
@@ -211,6 +224,7 @@ class _WindowCutter:
         self.P = schema.num_planet_params
         self.spectrum_shape = schema.spectrum_shape if schema.has_spectra else None  # (P, W)
         self.num_regimes = schema.num_regimes  # K, 0 without regime labels
+        self.with_times = schema.has_climate_times
 
     def __call__(self, table: pa.Table) -> pa.Table:
         Tc = self.context_steps
@@ -222,6 +236,8 @@ class _WindowCutter:
         consts = {c: table.column(c).to_numpy() for c in CONSTANT_NAMES}
         if self.spectrum_shape is not None:
             s_off, s_val = _list_offsets_values(table.column(SPECTRUM_COLUMN))
+        if self.with_times:
+            t_off, t_val = _list_offsets_values(table.column(TIMES_COLUMN))
         window_shape = np.asarray(self.schema.window_shape(Tc), dtype=np.int32)
         if self.num_regimes:
             regimes = table.column(REGIME_COLUMN).to_numpy(zero_copy_only=False)
@@ -257,6 +273,11 @@ class _WindowCutter:
                         f"(T, P, W) = {s_shape} = {math.prod(s_shape)} values"
                     )
                 spectra.append(s_val[s_off[i] : s_off[i + 1]].reshape(s_shape))
+            if self.with_times and int(t_off[i + 1] - t_off[i]) != shape[1]:
+                raise ValueError(
+                    f"series {planet_ids[i]}/{segments[i]}: row has {int(t_off[i + 1] - t_off[i])} climate_times, "
+                    f"expected n_time = {shape[1]}"
+                )
             s_list = _window_starts(shape[1], Tc, self.stride, self.forecast)
             rows.extend([i] * len(s_list))
             starts.extend(s_list)
@@ -301,6 +322,12 @@ class _WindowCutter:
             }
         if self.num_regimes:  # the planet's class, one per window
             extra[REGIME_COLUMN] = pa.array(regimes.astype(np.int64)[rows_np], type=pa.int64())
+        if self.with_times:  # CF times of the label steps: (n, Tc)
+            lt = np.empty((n, Tc), dtype=np.float64)
+            for k in range(n):
+                a = int(t_off[rows_np[k]]) + int(starts_np[k]) + self.target_offset
+                lt[k] = t_val[a : a + Tc]
+            extra["label_times"] = _list_array(lt, pa.float64())
         return pa.table(
             {
                 "planet_id": pa.array([planet_ids[r] for r in rows_np], type=pa.string()),
@@ -352,7 +379,10 @@ def build_window_dataset(
         ``inputs`` and ``labels`` (flat float32), ``window_shape`` (V, Tc, Tg, Z, Y, X),
         ``planet_params`` (P,), ``gravity``, ``gas_constant``, ``heat_capacity``, ``planet_radius``; with
         spectra in the schema also ``spectrum`` (flat Tc*P*W, the target frames' spectra) and
-        ``spectrum_shape`` (Tc, P, W); with regime labels in the schema also ``planet_regime`` (int64 class index).
+        ``spectrum_shape`` (Tc, P, W); with regime labels in the schema also ``planet_regime`` (int64 class index);
+        with CF times in the schema (``schema.has_climate_times``) also ``label_times`` (Tc,) float64, the CF
+        times of the label steps. With ``schema.has_masked_values`` the windows keep their NaN (masked cells);
+        collate them with ``collate_windows(..., masked=True)``.
     """
     from datasets import load_dataset
     from datasets.distributed import split_dataset_by_node
@@ -378,7 +408,7 @@ def build_window_dataset(
 
     # 2. series rows, streamed from the shards
     ds = load_dataset(
-        "parquet", data_files={split: files}, split=split, streaming=True, features=_row_features(schema.has_spectra, schema.has_regimes)
+        "parquet", data_files={split: files}, split=split, streaming=True, features=_row_features(schema.has_spectra, schema.has_regimes, schema.has_climate_times),
     )
     if world_size > 1:
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
@@ -396,12 +426,14 @@ def build_window_dataset(
     #    consecutive series are emitted in a seeded random order
     spectrum_size = context_steps * math.prod(schema.spectrum_shape) if schema.has_spectra else 0
     features = _window_features(
-        math.prod(schema.window_shape(context_steps)), schema.num_planet_params, spectrum_size, schema.has_regimes
+        math.prod(schema.window_shape(context_steps)), schema.num_planet_params, spectrum_size, schema.has_regimes,
+        context_steps if schema.has_climate_times else 0,
     )
     window_columns = (
         *WINDOW_COLUMNS,
         *(SPECTRUM_WINDOW_COLUMNS if schema.has_spectra else ()),
         *(REGIME_WINDOW_COLUMNS if schema.has_regimes else ()),
+        *(TIMES_WINDOW_COLUMNS if schema.has_climate_times else ()),
     )
     ds = ds.with_format("arrow").map(
         _WindowCutter(
@@ -411,7 +443,9 @@ def build_window_dataset(
         batched=True,
         batch_size=group,
         # only the columns the windows do not carry: a removed name would also be dropped from the output
-        remove_columns=[c for c in row_columns(schema.has_spectra, schema.has_regimes) if c not in window_columns],
+        remove_columns=[
+            c for c in row_columns(schema.has_spectra, schema.has_regimes, schema.has_climate_times) if c not in window_columns
+        ],
         features=features,
     )
     logger.info(
@@ -424,7 +458,7 @@ def build_window_dataset(
 
 
 def collate_windows(
-    examples: Sequence[Mapping[str, Any]], *, window_shape: Sequence[int] | None = None
+    examples: Sequence[Mapping[str, Any]], *, window_shape: Sequence[int] | None = None, masked: bool = False
 ) -> dict[str, Any]:
     """Stack window rows into a batch of tensors.
 
@@ -432,8 +466,14 @@ def collate_windows(
     ``gravity``/``gas_constant``/``heat_capacity``/``planet_radius`` (B,) float32 and ``planet_id``
     (list of str); rows with spectra add ``spectrum`` (B, Tc, P, W) float32 (the target frames' spectra), rows with
     regime labels ``planet_regime`` (B,) int64. The shape comes from each row's ``window_shape`` (written from the schema), or from
-    ``window_shape`` when given, which must then agree with the rows. NaN/Inf -> ``ValueError`` naming
-    the planets.
+    ``window_shape`` when given, which must then agree with the rows. Rows with ``label_times`` add
+    ``label_times`` (B, Tc) float64, the CF times of the label steps.
+
+    Masked values: with ``masked=False`` (a dataset that declares no masked values) NaN/Inf ->
+    ``ValueError`` naming the planets. With ``masked=True`` (``schema.has_masked_values``) NaN marks a
+    masked cell: the batch also holds ``inputs_valid`` and ``labels_valid``, bool tensors of the shape of
+    ``inputs``/``labels``, True where the value is valid, and NaN in ``inputs``/``labels`` are replaced by
+    0.0 (so that they never reach a loss unmasked); Inf is an error in either case.
     """
     import torch
 
@@ -453,12 +493,23 @@ def collate_windows(
         flat = np.stack([np.asarray(ex[key], dtype=np.float32) for ex in examples])  # (B, V*Tc*Tg*Z*Y*X)
         if flat.shape[1] != math.prod(shape):
             raise ValueError(f"{key} rows have {flat.shape[1]} values, expected {shape} = {math.prod(shape)}")
-        bad = ~np.isfinite(flat).all(axis=1)
-        if bad.any():
-            names = sorted({planet_ids[i] for i in np.flatnonzero(bad)})
-            raise ValueError(
-                f"non-finite (NaN/Inf) values in {key} of {int(bad.sum())} window(s) of planet(s) {names}"
-            )
+        inf = np.isinf(flat).any(axis=1)
+        if inf.any():
+            names = sorted({planet_ids[i] for i in np.flatnonzero(inf)})
+            raise ValueError(f"infinite (Inf) values in {key} of {int(inf.sum())} window(s) of planet(s) {names}")
+        valid = ~np.isnan(flat)
+        if not masked:
+            bad = ~valid.all(axis=1)
+            if bad.any():
+                names = sorted({planet_ids[i] for i in np.flatnonzero(bad)})
+                raise ValueError(
+                    f"non-finite (NaN/Inf) values in {key} of {int(bad.sum())} window(s) of planet(s) {names}; "
+                    "the dataset declares no masked values (collate with masked=True only for a schema with "
+                    "has_masked_values)"
+                )
+        else:
+            flat = np.where(valid, flat, np.float32(0.0))
+            out[f"{key}_valid"] = torch.from_numpy(valid.reshape(B, *shape))  # (B, V, Tc, Tg, Z, Y, X) bool
         out[key] = torch.from_numpy(flat.reshape(B, *shape))  # (B, V, Tc, Tg, Z, Y, X)
     out["planet_params"] = torch.from_numpy(
         np.stack([np.asarray(ex["planet_params"], dtype=np.float32).reshape(-1) for ex in examples])
@@ -480,8 +531,12 @@ def collate_windows(
         out[SPECTRUM_COLUMN] = torch.from_numpy(flat.reshape(B, *s_shape))  # (B, Tc, P, W)
     if REGIME_COLUMN in examples[0]:
         out[REGIME_COLUMN] = torch.tensor([int(ex[REGIME_COLUMN]) for ex in examples], dtype=torch.int64)  # (B,)
+    if "label_times" in examples[0]:
+        out["label_times"] = torch.from_numpy(
+            np.stack([np.asarray(ex["label_times"], dtype=np.float64) for ex in examples])
+        )  # (B, Tc) float64
     out["planet_id"] = planet_ids
     return out
 
 
-__all__ = ["REGIME_WINDOW_COLUMNS", "SPECTRUM_WINDOW_COLUMNS", "WINDOW_COLUMNS", "build_window_dataset", "collate_windows", "count_windows"]
+__all__ = ["REGIME_WINDOW_COLUMNS", "SPECTRUM_WINDOW_COLUMNS", "TIMES_WINDOW_COLUMNS", "WINDOW_COLUMNS", "build_window_dataset", "collate_windows", "count_windows"]
