@@ -1,7 +1,7 @@
 """`astrobio-hf`: one entry point for data preparation and training.
 
     astrobio-hf data synth --output DIR [--n-planets N] [--seed S] [...]
-    astrobio-hf data ingest INPUT.nc [more.nc ...] --output DIR [--variables a,b,c]
+    astrobio-hf data ingest INPUT.nc [more.nc ...] --output DIR [--variables a,b,c] [--units T=degC] [--rename UWND=u]
     astrobio-hf data inspect DIR
     astrobio-hf data metabolic [--output DIR] [--seed N]        # real metabolic-network graphs (cobra's offline models)
     astrobio-hf data spectra [--output DIR] [--n-samples N] [--seed S]   # WASP-43b (cube, spectrum) pairs (nemesispy)
@@ -48,6 +48,14 @@ def _data_parser(sub) -> None:
     ingest.add_argument("inputs", nargs="+", help="NetCDF files readable by xarray")
     ingest.add_argument("--output", required=True)
     ingest.add_argument("--variables", default=None, help="comma-separated NetCDF variable names (default: all data variables)")
+    ingest.add_argument(
+        "--units", default=None, metavar="NAME=UNIT[,NAME=UNIT]",
+        help="override a wrong or missing units attribute, e.g. T=degC (NAME: NetCDF, CF standard or canonical name)",
+    )
+    ingest.add_argument(
+        "--rename", default=None, metavar="OLD=NEW[,OLD=NEW]",
+        help="store a variable without a CF standard_name under a canonical name, e.g. UWND=u",
+    )
 
     inspect = dsub.add_parser("inspect", help="print the schema and per-variable statistics")
     inspect.add_argument("data_dir")
@@ -134,6 +142,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _pairs(text: str | None, flag: str, form: str) -> dict[str, str] | None:
+    """``"A=x,B=y"`` -> ``{"A": "x", "B": "y"}`` (None for None); a malformed item is a ValueError."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{flag} expects {form}[,{form}], got {item!r} in {text!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
 
     if args.command == "data":
@@ -155,7 +176,10 @@ def _run(args: argparse.Namespace) -> int:
             from astrobio_hf.data.ingest import ingest_netcdf
 
             variables = [v.strip() for v in args.variables.split(",")] if args.variables else None
-            schema = ingest_netcdf(args.inputs, args.output, variables=variables)
+            schema = ingest_netcdf(
+                args.inputs, args.output, variables=variables,
+                units=_pairs(args.units, "--units", "NAME=UNIT"), rename=_pairs(args.rename, "--rename", "OLD=NEW"),
+            )
             print(f"wrote {args.output}: {schema.num_variables} variables {schema.variable_names}, cube {schema.cube_shape}")
         elif args.data_command == "inspect":
             from astrobio_hf.data.inspect import describe_dataset

@@ -39,7 +39,8 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Mapping
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -128,18 +129,154 @@ def _classify_dim(ds, dim: str, geological_time_dim: str | None) -> str | None:
     return None
 
 
-def _open(paths: Sequence[str]):
+def _open(paths: Sequence[str]) -> tuple[list, list[str | None]]:
+    """Open every file, times decoded with cftime (any calendar, year 0 included). A time axis that cannot be
+    decoded is opened undecoded; the reason is returned per file (None when the times decoded)."""
     import xarray as xr
 
-    datasets = []
+    datasets, time_errors = [], []
     for p in paths:
         if not os.path.isfile(p):
             raise ValueError(f"NetCDF file {p} does not exist")
         try:
-            datasets.append(xr.open_dataset(p, decode_times=True, mask_and_scale=True))
+            try:
+                ds = xr.open_dataset(p, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True), mask_and_scale=True)
+                err = None
+            except ValueError as e:  # undecodable time units: fall back to step indices (logged, recorded)
+                if "decode time" not in str(e):
+                    raise
+                ds = xr.open_dataset(p, decode_times=False, mask_and_scale=True)
+                err = str(e).split(". Try")[0]
         except Exception as e:  # xarray raises many types for unreadable files
             raise ValueError(f"cannot read {p} as NetCDF with xarray: {e}") from e
-    return datasets
+        datasets.append(ds)
+        time_errors.append(err)
+    return datasets, time_errors
+
+
+def _gridded_variables(ds, geological_time_dim: str | None) -> list[str]:
+    """Data variables with latitude/longitude dimensions whose every dimension is recognised."""
+    chosen = []
+    for v in (str(v) for v in ds.data_vars):
+        dims = ds[v].dims
+        if not dims or not np.issubdtype(ds[v].dtype, np.number):
+            continue
+        kinds = [_classify_dim(ds, d, geological_time_dim) for d in dims]
+        if None in kinds or not ({"lat", "lon"} & set(kinds)):
+            continue  # bounds, grid mappings, auxiliary fields
+        chosen.append(v)
+    return chosen
+
+
+def _summary(values) -> str:
+    v = np.asarray(values)
+    if v.size == 0:
+        return "0 values"
+    if v.dtype == object or np.issubdtype(v.dtype, np.datetime64):
+        return f"{v.size} values {v.reshape(-1)[0]}..{v.reshape(-1)[-1]}"
+    v = v.astype(np.float64)
+    return f"{v.size} values {v.min():g}..{v.max():g}"
+
+
+def _same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return False
+    if a.dtype == object or b.dtype == object or np.issubdtype(a.dtype, np.datetime64):
+        return bool(np.all(a == b))
+    return bool(np.allclose(a.astype(np.float64), b.astype(np.float64), rtol=0, atol=1e-6))
+
+
+_AXIS_WORDS = {"lat": "latitudes", "lon": "longitudes", "level": "levels", "geological_time": "geological times", "time": "times"}
+
+
+def _axis_coords(ds, geological_time_dim: str | None) -> dict[str, Any]:
+    """axis kind -> coordinate values (or the size when a dimension has no coordinate) of a dataset's grid."""
+    out = {}
+    for d in ds.dims:
+        kind = _classify_dim(ds, str(d), geological_time_dim)
+        if kind is not None:
+            out[kind] = ds[d].values if d in ds.variables else np.arange(ds.sizes[d])
+    return out
+
+
+def _check_same_grid(ref_path, ref, path, other, axes: Sequence[str]) -> None:
+    for kind in axes:
+        if kind not in ref and kind not in other:
+            continue
+        a, b = ref.get(kind), other.get(kind)
+        if a is None or b is None or not _same(a, b):
+            raise ValueError(
+                f"{os.path.basename(ref_path)} and {os.path.basename(path)} have different {_AXIS_WORDS[kind]}: "
+                f"{'none' if a is None else _summary(a)} vs {'none' if b is None else _summary(b)}"
+            )
+
+
+def _combine(paths: Sequence[str], opened: list, geological_time_dim: str | None):
+    """Group the files by their set of gridded variables, concatenate each group along time (xarray), check the
+    grids and times agree, and merge the groups by variable (``xr.merge(join="exact")``).
+
+    Returns (dataset, per-variable scalar coordinates dropped because they differ between files)."""
+    import xarray as xr
+
+    groups: dict[tuple[str, ...], list[int]] = {}
+    order: dict[frozenset, tuple[str, ...]] = {}
+    for i, (p, d) in enumerate(zip(paths, opened)):
+        names = _gridded_variables(d, geological_time_dim)
+        if not names:
+            raise ValueError(f"{p}: found no gridded data variable (with latitude/longitude dimensions) among {[str(v) for v in d.data_vars]}")
+        key = order.setdefault(frozenset(names), tuple(names))  # the variables in the order of the first such file
+        groups.setdefault(key, []).append(i)
+    # every file on the grid of the first one (times are compared after concatenating)
+    grids = [_axis_coords(d, geological_time_dim) for d in opened]
+    for i in range(1, len(paths)):
+        _check_same_grid(paths[0], grids[0], paths[i], grids[i], ("lat", "lon", "level", "geological_time"))
+    shared = set.intersection(*(set(k) for k in groups)) if len(groups) > 1 else set()
+    if shared:
+        raise ValueError(
+            f"variables {sorted(shared)} are in files with different sets of variables "
+            f"({[ [os.path.basename(paths[i]) for i in g] for g in groups.values()]}); each variable must come from "
+            "one group of files (concatenated along time)"
+        )
+    parts, firsts = [], []
+    scalar_coords: dict[str, dict[str, str]] = {}
+    for names, idx in groups.items():
+        dsets = [opened[i][list(names)] for i in idx]
+        if len(dsets) > 1:
+            time_dim = next((str(d) for d in dsets[0].dims if _classify_dim(dsets[0], str(d), geological_time_dim) == "time"), None)
+            if time_dim is None:
+                raise ValueError(
+                    f"{os.path.basename(paths[idx[0]])} and {os.path.basename(paths[idx[1]])} hold the same variables "
+                    f"{list(names)} but no time dimension to concatenate along"
+                )
+            part = xr.concat(dsets, dim=time_dim, data_vars="all", coords="minimal", compat="override", join="exact")
+        else:
+            part = dsets[0]
+        parts.append(part)
+        firsts.append(paths[idx[0]])
+    if len(parts) == 1:
+        return parts[0], scalar_coords
+    times = [_axis_coords(p, geological_time_dim).get("time") for p in parts]
+    for k in range(1, len(parts)):
+        _check_same_grid(firsts[0], {"time": times[0]} if times[0] is not None else {}, firsts[k],
+                         {"time": times[k]} if times[k] is not None else {}, ("time",))
+    # scalar coordinates (e.g. height 2 m of tas, 10 m of uas) that differ between groups: kept per variable
+    scalars = {str(c) for p in parts for c in p.coords if p[c].ndim == 0}
+    for c in sorted(scalars):
+        values = [(p[c].values.item(), _attr(p[c], "units")) if c in p.coords else None for p in parts]
+        if len({v for v in values}) > 1:
+            for p, v in zip(parts, values):
+                for name in p.data_vars:
+                    if v is not None:
+                        scalar_coords.setdefault(str(name), {})[c] = f"{v[0]:g} {v[1]}".strip() if isinstance(v[0], (int, float)) else str(v[0])
+            logger.info("ingest: scalar coordinate %r differs between the files (%s); kept per variable in provenance", c,
+                        ", ".join(f"{os.path.basename(f)}: {v}" for f, v in zip(firsts, values)))
+            parts = [p.drop_vars(c) if c in p.coords else p for p in parts]
+    try:
+        merged = xr.merge(parts, join="exact", compat="no_conflicts", combine_attrs="drop_conflicts")
+    except ValueError as e:
+        raise ValueError(f"cannot merge {[os.path.basename(f) for f in firsts]} by variable: {e}") from e
+    return merged, scalar_coords
 
 
 def _select_variables(ds, path: str, variables: Sequence[str] | None, geological_time_dim: str | None) -> list[str]:
@@ -180,8 +317,20 @@ def _select_variables(ds, path: str, variables: Sequence[str] | None, geological
     return [by_name[v] for v in variables]
 
 
-def _canonical_name(ds, var: str) -> str:
-    return CF_STANDARD_NAMES.get(_attr(ds[var], "standard_name"), var)
+def _canonical_name(ds, var: str, rename: Mapping[str, str] | None = None) -> str:
+    """The name ``var`` is stored under: ``rename[var]`` (by NetCDF or standard name), else the canonical short
+    name of its CF standard name, else its NetCDF name."""
+    std = _attr(ds[var], "standard_name")
+    for key in (var, std):
+        if rename and key and key in rename:
+            return str(rename[key])
+    return CF_STANDARD_NAMES.get(std, var)
+
+
+def _name_keys(ds, var: str) -> set[str]:
+    """Names a user may use for ``var``: its NetCDF name, CF standard name and canonical short name."""
+    std = _attr(ds[var], "standard_name")
+    return {k for k in (var, std, CF_STANDARD_NAMES.get(std)) if k}
 
 
 def _time_axis(ds, dim: str | None) -> tuple[float, str, np.ndarray | None]:
@@ -197,6 +346,9 @@ def _time_axis(ds, dim: str | None) -> tuple[float, str, np.ndarray | None]:
     elif coord.dtype == object:  # cftime dates (360-day and other calendars)
         num = np.array([(c - coord[0]).total_seconds() / 86400.0 for c in coord])
         unit = "day"
+    elif " since " in _attr(ds[dim], "units"):  # a time axis that could not be decoded: step indices
+        num = np.asarray(coord, dtype=np.float64)
+        unit = "step"
     else:
         num = np.asarray(coord, dtype=np.float64)
         unit = _attr(ds[dim], "units") or "step"
@@ -207,7 +359,21 @@ def _time_axis(ds, dim: str | None) -> tuple[float, str, np.ndarray | None]:
             f"step {bad} -> {bad + 1} goes from {coord[bad]} to {coord[bad + 1]}"
         )
     step = float(np.median(np.diff(num))) if num.size > 1 else 1.0
+    if unit == "step":
+        step, num = 1.0, np.arange(num.size, dtype=np.float64)
     return step, unit, num
+
+
+def _cf_times(ds, dim: str | None, units_hint: str | None, calendar_hint: str | None):
+    """(numeric CF times, units, calendar) of decoded cftime dates, or (None, None, None)."""
+    import cftime
+
+    if dim is None or dim not in ds.variables or ds[dim].dtype != object:
+        return None, None, None
+    dates = ds[dim].values
+    calendar = calendar_hint or getattr(dates[0], "calendar", None) or "standard"
+    units = units_hint or "days since 0001-01-01 00:00:00"
+    return np.asarray(cftime.date2num(list(dates), units, calendar=calendar), dtype=np.float64), units, calendar
 
 
 def _level_axis(ds, dim: str | None, var_names: list[str]) -> tuple[np.ndarray, str, np.ndarray | None]:
@@ -268,6 +434,29 @@ def _degrees(ds, dim: str, kind: str) -> np.ndarray:
     return values
 
 
+def _order_longitudes(lon: np.ndarray, dim: str | None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(ordered longitudes, order index, global?). A global grid (n * spacing ~= 360) is wrapped to [0, 360)
+    and sorted; a regional grid is kept contiguous and ascending, starting at a value in [0, 360) (e.g. a
+    grid -30 .. 40 becomes 330 .. 400)."""
+    wrapped = np.mod(lon, 360.0)
+    if np.unique(np.round(wrapped, 9)).size != lon.size:
+        raise ValueError(f"longitude {dim!r} has values that coincide after wrapping to [0, 360): {lon.tolist()}")
+    if lon.size < 2:
+        return wrapped, np.arange(lon.size), False
+    order = np.argsort(wrapped, kind="stable")
+    ws = wrapped[order]
+    gaps = np.diff(np.concatenate([ws, ws[:1] + 360.0]))
+    spacing = float(np.median(gaps[:-1])) if lon.size > 2 else float(gaps[0])
+    is_global = bool(np.isclose(lon.size * spacing, 360.0, rtol=1e-3))
+    if is_global:
+        return ws, order, True
+    start = int(np.argmax(gaps)) + 1  # the axis starts after the largest gap (outside the region)
+    order = np.roll(order, -start)
+    values = wrapped[order]
+    values = np.where(values < values[0], values + 360.0, values)
+    return values, order, False
+
+
 def ingest_netcdf(
     paths: str | os.PathLike | Sequence[str | os.PathLike],
     output_dir: str | os.PathLike,
@@ -283,6 +472,8 @@ def ingest_netcdf(
     heat_capacity: float = EARTH_CONSTANTS["heat_capacity"],
     planet_radius: float = EARTH_CONSTANTS["planet_radius"],
     series_per_shard: int = 4,
+    units: Mapping[str, str] | None = None,
+    rename: Mapping[str, str] | None = None,
 ) -> DatasetSchema:
     """Convert NetCDF files of one planet into Parquet shards + ``schema.json`` (see the module docstring).
 
@@ -297,6 +488,10 @@ def ingest_netcdf(
         geological_time_dim: name of a geological-time dimension, if the files have one under another name.
         gravity, gas_constant, heat_capacity, planet_radius: planet constants in SI (Earth by default).
         series_per_shard: series per Parquet shard.
+        units: ``{name: unit}`` overriding a wrong or missing ``units`` attribute (name: NetCDF name, CF standard
+            name or canonical short name of a variable), e.g. ``{"T": "degC"}``; recorded in provenance.
+        rename: ``{NetCDF or standard name: canonical name}`` for a variable without a CF standard_name,
+            e.g. ``{"UWND": "u"}``; recorded in provenance.
 
     Returns:
         The :class:`DatasetSchema` written to ``output_dir``.
@@ -309,43 +504,54 @@ def ingest_netcdf(
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise ValueError("ingest_netcdf needs at least one NetCDF file")
-    opened = _open(paths)
+    opened, time_errors = _open(paths)
+    units = dict(units or {})
+    rename = dict(rename or {})
     try:
-        names = _select_variables(opened[0], paths[0], variables, geological_time_dim)
-        for p, d in zip(paths[1:], opened[1:]):
-            missing = [v for v in names if v not in d.data_vars]
-            if missing:
+        ds, scalar_coords = _combine(paths, opened, geological_time_dim)
+        files_text = ", ".join(os.path.basename(p) for p in paths)
+        names = _select_variables(ds, files_text, variables, geological_time_dim)
+        # --units / --rename must name variables of the files
+        held = {k: v for v in map(str, ds.data_vars) for k in _name_keys(ds, v)}
+        for what, mapping in (("units", units), ("rename", rename)):
+            unknown = sorted(k for k in mapping if k not in held)
+            if unknown:
                 raise ValueError(
-                    f"{p} lacks variables {missing} that {paths[0]} has; files are concatenated along time and "
-                    "must hold the same variables"
+                    f"{what} override names {unknown}, not a variable of {files_text}; they hold "
+                    f"{sorted(map(str, ds.data_vars))} (a NetCDF name, a CF standard name or a canonical short name)"
                 )
-        dims0 = opened[0][names[0]].dims
+        dims0 = ds[names[0]].dims
         axes = _Axes()
         for d in dims0:
-            kind = _classify_dim(opened[0], d, geological_time_dim)
+            kind = _classify_dim(ds, d, geological_time_dim)
             if kind is None:
                 raise ValueError(
-                    f"variable {names[0]!r} in {paths[0]} has dimension {d!r} that is neither time, latitude, "
+                    f"variable {names[0]!r} in {files_text} has dimension {d!r} that is neither time, latitude, "
                     "longitude, level nor geological time (recognised by CF axis/standard_name/units or name)"
                 )
             if getattr(axes, kind) is not None:
                 raise ValueError(f"variable {names[0]!r} has two {kind} dimensions: {getattr(axes, kind)!r} and {d!r}")
             setattr(axes, kind, d)
         for v in names[1:]:
-            if set(opened[0][v].dims) != set(dims0):
+            if set(ds[v].dims) != set(dims0):
                 raise ValueError(
-                    f"variables {names[0]!r} {dims0} and {v!r} {opened[0][v].dims} in {paths[0]} have different "
+                    f"variables {names[0]!r} {dims0} and {v!r} {ds[v].dims} in {files_text} have different "
                     "dimensions; ingest variables on the same grid together"
                 )
-        if len(opened) > 1:
-            if axes.time is None:
-                raise ValueError(f"several files given but {names[0]!r} has no time dimension to concatenate along")
-            ds = xr.concat([d[names] for d in opened], dim=axes.time, data_vars="all", coords="minimal", compat="override", join="exact")
-        else:
-            ds = opened[0]
 
         # 2. grid coordinates
         step, time_unit, _ = _time_axis(ds, axes.time)
+        time_error = next((e for e in time_errors if e), None)
+        provenance_time: dict[str, Any] = {}
+        if time_error is not None:
+            logger.warning(
+                "ingest: the time axis of %s cannot be decoded (%s); the climate steps are stored as step indices",
+                ", ".join(os.path.basename(p) for p, e in zip(paths, time_errors) if e), time_error,
+            )
+            provenance_time = {"time_decoding": f"failed: {time_error}; step indices used"}
+            step, time_unit = 1.0, "step"
+        enc = opened[0][axes.time].encoding if axes.time and axes.time in opened[0].variables else {}
+        cf_times, cf_units, cf_calendar = (None, None, None) if time_error else _cf_times(ds, axes.time, enc.get("units"), enc.get("calendar"))
         levels, level_unit, level_order = _level_axis(ds, axes.level, names)
         lat = _degrees(ds, axes.lat, "latitude") if axes.lat else np.zeros(1)
         lon = _degrees(ds, axes.lon, "longitude") if axes.lon else np.zeros(1)
@@ -356,10 +562,7 @@ def ingest_netcdf(
             raise ValueError(f"latitude {axes.lat!r} has repeated values")
         if lat.size > 1 and not (np.all(np.diff(lat) > 0) or np.all(np.diff(lat) < 0)):
             raise ValueError(f"latitude {axes.lat!r} is not monotonic: {lat.tolist()}")
-        lon_wrapped = np.mod(lon, 360.0)
-        lon_order = np.argsort(lon_wrapped, kind="stable")
-        if np.unique(np.round(lon_wrapped, 9)).size != lon.size:
-            raise ValueError(f"longitude {axes.lon!r} has values that coincide after wrapping to [0, 360): {lon.tolist()}")
+        lon_values, lon_order, lon_global = _order_longitudes(lon, axes.lon)
         if axes.geological_time:
             geo_coord = ds[axes.geological_time] if axes.geological_time in ds.variables else None
             geo_values = (
@@ -371,43 +574,60 @@ def ingest_netcdf(
         else:
             geo_values, geo_unit = np.zeros(1), "index"
 
-        # 3. variables: canonical names, SI units, axes (V, T, Tg, Z, Y, X), finite values
+        # 3. variables: canonical names, SI units, axes (V, T, Tg, Z, Y, X); masked values counted
         target = [axes.time, axes.geological_time, axes.level, axes.lat, axes.lon]
-        fields, var_names, units = [], [], {}
+        fields, var_names, si_units = [], [], {}
+        unit_overrides: dict[str, dict[str, str | None]] = {}
+        renames: dict[str, str] = {}
+        masked: dict[str, dict[str, float]] = {}
         for v in names:
             da = ds[v]
-            unit = da.attrs.get("units")
-            if unit is None or str(unit).strip() == "":
+            keys = _name_keys(ds, v)
+            file_unit = da.attrs.get("units")
+            file_unit = None if file_unit is None or str(file_unit).strip() == "" else str(file_unit)
+            override = next((units[k] for k in (v, _attr(da, "standard_name"), CF_STANDARD_NAMES.get(_attr(da, "standard_name"))) if k and k in units), None)
+            unit = override if override is not None else file_unit
+            if unit is None:
                 raise ValueError(
-                    f"variable {v!r} in {paths[0]} has no 'units' attribute; every variable needs units "
-                    "(e.g. 'K', 'Pa', 'm s-1')"
+                    f"variable {v!r} in {files_text} has no 'units' attribute; every variable needs units "
+                    "(e.g. 'K', 'Pa', 'm s-1'; or give one with units={name: unit} / --units NAME=UNIT)"
                 )
-            name = _canonical_name(ds, v)
+            name = _canonical_name(ds, v, rename)
+            if any(k in rename for k in keys):
+                renames[v] = name
+                logger.info("ingest: variable %s renamed to %s (rename override)", v, name)
+            if override is not None:
+                unit_overrides[name] = {"file_units": file_unit, "used": str(override)}
+                logger.info("ingest: units of %s overridden: file says %r, using %r", v, file_unit, override)
             std = _attr(da, "standard_name")
             hint = name if name in CF_STANDARD_NAMES.values() else ("temperature" if "temperature" in std else None)
             arr = da.transpose(*[d for d in target if d is not None]).values
-            n_bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-            if n_bad:
-                raise ValueError(
-                    f"variable {v!r} in {paths} has {n_bad} non-finite (NaN/Inf, e.g. masked or _FillValue) values "
-                    f"out of {np.size(arr)}; fill or crop them before ingesting (nothing is filled silently)"
-                )
+            n_inf = int(np.isinf(arr).sum())
+            if n_inf:
+                raise ValueError(f"variable {v!r} in {files_text} has {n_inf} infinite values out of {np.size(arr)}")
+            n_nan = int(np.isnan(arr).sum())
             try:
                 si, si_unit = to_si(arr, str(unit), hint)
             except ValueError as e:
-                raise ValueError(f"variable {v!r} in {paths[0]}: {e}") from e
+                raise ValueError(f"variable {v!r} in {files_text}: {e}") from e
             si = si.reshape([ds.sizes[d] if d is not None else 1 for d in target])  # (T, Tg, Z, Y, X)
             if level_order is not None:
                 si = si[:, :, level_order]
             si = si[:, :, :, lat_order][:, :, :, :, lon_order]
             if name in var_names:
-                raise ValueError(f"two variables map to the name {name!r}; ingest them separately")
+                raise ValueError(f"two variables map to the name {name!r}; ingest them separately or rename one")
             var_names.append(name)
-            units[name] = si_unit
+            si_units[name] = si_unit
             fields.append(si.astype(np.float32))
+            if n_nan:
+                masked[name] = {"count": n_nan, "fraction": n_nan / arr.size}
+                logger.info(
+                    "ingest: %s has %d masked (NaN, from _FillValue/missing_value or a mask) values of %d (%.1f %%); "
+                    "kept as NaN", v, n_nan, arr.size, 100.0 * n_nan / arr.size,
+                )
             logger.info("ingest: %s (%s) -> %s [%s], shape %s", v, std or "no standard_name", name, si_unit, si.shape)
         cube = np.stack(fields)  # (V, T, Tg, Z, Y, X)
-        if not np.isfinite(cube).all():
+        if np.isinf(cube).any():
             raise ValueError(f"values of {var_names} overflow float32 after conversion to SI")
     finally:
         for d in opened:
@@ -438,7 +658,10 @@ def ingest_netcdf(
         splits[split] = []
         for s0 in range(a, a + n, seg_len):
             s1 = min(s0 + seg_len, a + n)
-            splits[split].append(Series(planet_id, segment, np.ascontiguousarray(cube[:, s0:s1]), params.copy(), dict(constants)))
+            times = None if cf_times is None else cf_times[s0:s1]
+            splits[split].append(
+                Series(planet_id, segment, np.ascontiguousarray(cube[:, s0:s1]), params.copy(), dict(constants), times=times)
+            )
             segment += 1
 
     # 5. write
@@ -446,11 +669,11 @@ def ingest_netcdf(
         output_dir,
         splits,
         variable_names=var_names,
-        units=units,
+        units=si_units,
         level_values=levels.tolist(),
         level_unit=level_unit,
         lat_values=lat[lat_order].tolist(),
-        lon_values=lon_wrapped[lon_order].tolist(),
+        lon_values=lon_values.tolist(),
         climate_time_step=step,
         climate_time_unit=time_unit,
         geological_time_values=geo_values.tolist(),
@@ -460,6 +683,9 @@ def ingest_netcdf(
         split_by="time_block",
         source="netcdf: " + ", ".join(os.path.basename(p) for p in paths),
         series_per_shard=series_per_shard,
+        climate_time_units=cf_units,
+        climate_time_calendar=cf_calendar,
+        allow_masked=True,
         extra={
             "ingest": {
                 "files": [os.path.basename(p) for p in paths],
@@ -467,6 +693,12 @@ def ingest_netcdf(
                 "dimensions": {k: getattr(axes, k) for k in AXES},
                 "split_blocks": {s: [int(a), int(a + n)] for s, a, n in zip(split_names, starts, sizes)},
                 "segment_steps": segment_steps,
+                "unit_overrides": unit_overrides,
+                "renames": renames,
+                "masked_values": masked,
+                "longitude_grid": "global" if lon_global else "regional (contiguous, not wrapped)",
+                **({"scalar_coordinates": scalar_coords} if scalar_coords else {}),
+                **provenance_time,
             }
         },
     )
