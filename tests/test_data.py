@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from astrobio_hf.data.inspect import dataset_statistics, describe_dataset
 from astrobio_hf.data.schema import DatasetSchema, Series, write_dataset
@@ -416,3 +417,84 @@ def test_spectrum_shape_mismatch_in_schema(spectral_dataset, tmp_path):
     (out / "schema.json").write_text(json.dumps(raw))
     with pytest.raises(ValueError, match=r"spectrum_std has shape \(2,\), expected \(4,\)"):
         DatasetSchema.from_dir(out)
+
+
+# ---------------------------------------------------------------------------------- masks, CF times, checksums
+def test_old_schema_without_times_masks_and_checksums_still_loads(dataset, tmp_path):
+    out = _copy_dataset(dataset[0], tmp_path / "d")
+    raw = json.loads((out / "schema.json").read_text())
+    for key in ("climate_time_units", "climate_time_calendar", "masked_values"):
+        raw.pop(key)
+    for shards in raw["splits"].values():
+        for s in shards:
+            s.pop("sha256")
+    (out / "schema.json").write_text(json.dumps(raw))
+    schema = DatasetSchema.from_dir(out)
+    assert schema.climate_time_units is None and schema.masked_values is None and not schema.has_masked_values
+    assert all(i.sha256 is None for i in schema.splits["train"])
+    row = next(iter(build_window_dataset(out, "train", context_steps=2)))
+    assert "label_times" not in row and "label_times" not in collate_windows([row])
+
+
+def test_masked_values_statistics_and_collate(tmp_path):
+    series = [make_series(i) for i in range(2)]
+    series[0].fields[0, :, 0, 1, 0, :] = np.nan  # T, level 1, one latitude row masked at every step
+    series[1].fields[1, 3, 0, 0, 2, 5] = np.nan  # u, one cell at one step
+    with pytest.raises(ValueError, match=r"non-finite \(NaN/Inf\) values: T: 80 .*allow_masked=True"):
+        write(tmp_path / "a", {"train": series})
+    schema = write(tmp_path / "b", {"train": series, "test": [make_series(5)]}, allow_masked=True)
+    assert schema.masked_values == {"T": 80, "u": 1} and schema.has_masked_values
+    assert DatasetSchema.from_dir(tmp_path / "b").masked_values == {"T": 80, "u": 1}
+    f = np.stack([s.fields for s in series]).astype(np.float64)  # (S, V, T, Tg, Z, Y, X)
+    assert schema.norm_mean[0][1] == pytest.approx(np.nanmean(f[:, 0, :, :, 1]), rel=1e-9)
+    assert schema.norm_std[1][0] == pytest.approx(np.nanstd(f[:, 1, :, :, 0]), rel=1e-9)
+    d = np.diff(f, axis=2)  # valid consecutive pairs only
+    assert schema.tendency_std[1][0] == pytest.approx(np.sqrt(np.nanmean(d[:, 1, :, :, 0] ** 2)), rel=1e-9)
+    bad = make_series(0)
+    bad.fields[1, 4, 0, 1, 2, 2] = np.inf
+    with pytest.raises(ValueError, match=r"infinite \(Inf\) values: u: 1"):
+        write(tmp_path / "c", {"train": [bad]}, allow_masked=True)
+    allnan = make_series(0)
+    allnan.fields[1, :, :, 1] = np.nan
+    with pytest.raises(ValueError, match=r"no valid \(non-masked\) value in split 'train' for \['u level 1'\]"):
+        write(tmp_path / "d", {"train": [allnan]}, allow_masked=True)
+    rows = list(build_window_dataset(tmp_path / "b", "train", context_steps=2))
+    with pytest.raises(ValueError, match=r"declares no masked values"):
+        collate_windows(rows)
+    batch = collate_windows(rows, masked=True)
+    assert batch["inputs_valid"].dtype == torch.bool and batch["labels_valid"].shape == batch["labels"].shape
+    assert int((~batch["inputs_valid"]).sum()) > 0 and not torch.isnan(batch["inputs"]).any()
+    assert (batch["inputs"][~batch["inputs_valid"]] == 0).all()
+    rows[0]["labels"][3] = np.inf
+    with pytest.raises(ValueError, match=r"infinite \(Inf\) values in labels"):
+        collate_windows(rows, masked=True)
+
+
+def test_climate_times_label_times_and_calendar(tmp_path):
+    from astrobio_hf.data.schema import calendar_index, climate_time_kind
+
+    series = [make_series(0), make_series(1, n_time=7)]
+    for s in series:
+        s.times = 15.0 + 30.0 * np.arange(s.n_time)
+    kw = dict(climate_time_step=30.0, climate_time_units="days since 0000-01-01 00:00:00", climate_time_calendar="360_day")
+    with pytest.raises(ValueError, match=r"expected times \(T,\) = \(10,\)"):
+        write(tmp_path / "a", {"train": [make_series(0)]}, **kw)
+    schema = write(tmp_path / "b", {"train": series}, **kw)
+    assert schema.has_climate_times and climate_time_kind(schema) == "month"
+    rows = list(build_window_dataset(tmp_path / "b", "train", context_steps=2))
+    np.testing.assert_array_equal(rows[1]["label_times"], [15.0 + 30 * 3, 15.0 + 30 * 4])
+    batch = collate_windows(rows[:3])
+    assert batch["label_times"].dtype == torch.float64 and tuple(batch["label_times"].shape) == (3, 2)
+    assert calendar_index(batch["label_times"].numpy(), kw["climate_time_units"], "360_day", "month").tolist() == [[2, 3], [3, 4], [4, 5]]
+    assert calendar_index([0.0, 359.0], kw["climate_time_units"], "360_day", "day").tolist() == [0, 359]
+
+
+def test_regional_longitudes_and_sha256(tmp_path):
+    schema = write(tmp_path / "r", {"train": [make_series(0)]}, lon_values=list(330.0 + 10 * np.arange(X)))
+    assert schema.lon_values[-1] == 400.0
+    with pytest.raises(ValueError, match=r"lon_values must be ascending within \[-180, 720\) and span less than 360"):
+        write(tmp_path / "x", {"train": [make_series(0)]}, lon_values=list(np.arange(X) * 60.0))
+    info = schema.splits["train"][0]
+    from astrobio_hf.data.schema import file_sha256
+
+    assert info.sha256 == file_sha256(tmp_path / "r" / info.file)

@@ -2,32 +2,46 @@
 
 What :func:`ingest_netcdf` does, in order:
 
-1. Opens every file with xarray (``netCDF4`` or ``h5netcdf`` engine, whichever xarray picks) and
-   **concatenates the files along the climate-time dimension**, in the order given. The files must hold
-   the same variables on the same grid (the usual layout of model output: one file per year or decade);
-   the concatenated time coordinate must be strictly increasing. Files with different variables are not
-   merged: ingest them separately, or merge them with xarray first.
-2. Recognises the dimensions of the chosen variables from CF metadata (``axis``, ``standard_name``,
+1. Opens every file with xarray (``netCDF4`` or ``h5netcdf`` engine, whichever xarray picks), times decoded
+   with cftime for any calendar (``standard``, ``noleap``, ``360_day``, year 0 included). A time axis that
+   cannot be decoded (garbage units) is opened undecoded: a WARNING says so, the climate steps become step
+   indices and ``schema.extra["ingest"]["time_decoding"]`` records why.
+2. Combines the files with xarray: files are grouped by their set of gridded variables; each group is
+   **concatenated along climate time** in the order given (one file per year or decade; the time must then
+   increase strictly), and the groups are **merged by variable** (``xr.merge(join="exact")``: one file per
+   variable, as CMIP writes them). Every file must have the grid of the first one and every group its
+   times: a difference is a one-line ``ValueError`` naming both files and what differs. A scalar coordinate
+   that differs between the groups (``height`` 2 m of ``tas``, 10 m of ``uas``) is logged and kept per
+   variable in ``extra["ingest"]["scalar_coordinates"]`` (by NetCDF name).
+3. Recognises the dimensions of the chosen variables from CF metadata (``axis``, ``standard_name``,
    ``units``, ``positive``) and common names: climate time (``time``, ``t``, ...), latitude
    (``lat``, ``latitude``, ...), longitude (``lon``, ``longitude``, ...), level (``level``, ``lev``,
    ``plev``, ``pressure``, ``height``, ``altitude``, ``model_level_number``, ...) and, optionally, a
    geological-time dimension (``geological_time``, ``geo_time`` or ``geological_time_dim=``). Any other
-   dimension is an error. An axis a variable does not have becomes size 1.
-3. Maps CF standard names to the canonical short names (``air_temperature`` -> ``T``, ``air_pressure``
+   dimension is an error. An axis a variable does not have becomes size 1 (a surface field is Z = 1, at
+   its scalar height coordinate when it has one).
+4. Maps CF standard names to the canonical short names (``air_temperature`` -> ``T``, ``air_pressure``
    -> ``p``, ``eastward_wind`` -> ``u``, ``northward_wind`` -> ``v``, ``specific_humidity`` -> ``q``,
-   ``air_density`` -> ``rho``, ``geopotential_height`` -> ``z``); other variables keep their NetCDF name.
-4. Converts every variable to SI with :func:`astrobio_hf.physics.units.to_si` (temperatures to K, ...).
-   A variable without a ``units`` attribute, or with a unit pint does not know, is an error.
-5. Orders the grid: latitude ascending (data flipped with it), longitude wrapped to [0, 360) and sorted
-   ascending (data rolled with it), height levels ascending from the surface, pressure levels from the
-   surface up (decreasing pressure). Nothing is dropped: duplicate longitudes after wrapping or a
-   non-monotonic coordinate are errors.
-6. Refuses non-finite values (NaN from ``_FillValue``/masks, Inf) with a ``ValueError`` naming the
-   variable and the count; nothing is filled.
-7. Splits the one planet by contiguous blocks of climate time (default 70/15/15 % ->
+   ``air_density`` -> ``rho``, ``geopotential_height`` -> ``z``); other variables keep their NetCDF name
+   unless ``rename={"UWND": "u"}`` maps them. ``units={"T": "degC"}`` overrides a wrong or missing units
+   attribute. Both name variables of the files (else a ``ValueError`` listing what they hold), are logged
+   at INFO and recorded in ``extra["ingest"]["renames"]`` / ``["unit_overrides"]``.
+5. Converts every variable to SI with :func:`astrobio_hf.physics.units.to_si` (temperatures to K, ...).
+   A variable without a ``units`` attribute (and no override), or with a unit pint does not know, is an error.
+6. Orders the grid: latitude ascending (data flipped with it; poles included), height levels ascending
+   from the surface, pressure levels from the surface up (decreasing pressure). Longitude: a global grid
+   (n_lon * spacing = 360) is wrapped to [0, 360) and sorted; a regional grid stays contiguous and
+   ascending from a value in [0, 360) (-30 .. 40 becomes 330 .. 400). Nothing is dropped: duplicate
+   longitudes after wrapping or a non-monotonic coordinate are errors.
+7. Masked values (NaN from ``_FillValue``/``missing_value`` or a land/ocean mask) are kept as NaN, counted
+   per variable (log, ``schema.masked_values``, ``extra["ingest"]["masked_values"]`` with the fraction);
+   the statistics use valid values only. Inf is an error naming the variable and the count.
+8. Splits the one planet by contiguous blocks of climate time (default 70/15/15 % ->
    train/validation/test, the split names synth and the recipes use), each block one
-   :class:`~astrobio_hf.data.schema.Series` with its own segment index (blocks may be cut further into segments of at most ``segment_steps`` steps), and writes them with
-   :func:`~astrobio_hf.data.schema.write_dataset` (``split_by="time_block"``).
+   :class:`~astrobio_hf.data.schema.Series` with its own segment index (blocks may be cut further into
+   segments of at most ``segment_steps`` steps) carrying its CF times, and writes them with
+   :func:`~astrobio_hf.data.schema.write_dataset` (``split_by="time_block"``; ``climate_time_units`` /
+   ``climate_time_calendar`` of the first file's time encoding; shards with page checksums and sha256).
 
 Planet constants are keyword arguments with Earth defaults; they are also stored as the planet
 parameters (``gravity``, ``gas_constant``, ``heat_capacity``, ``planet_radius``).
