@@ -189,7 +189,6 @@ def test_every_kind_ingests_and_streams(tmp_path, case):
         assert batch["label_times"].dtype == torch.float64
         assert np.isfinite(batch["inputs"].numpy()).all()
     assert schema.climate_time_calendar is not None and schema.climate_time_units is not None
-    T = ingest_netcdf  # noqa: F841
     temps = [v for v in schema.variable_names if v == "T"]
     for v in temps:
         i = schema.variable_names.index(v)
@@ -366,8 +365,6 @@ def test_corrupted_page_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"shard train-00001-of-00002.parquet of split 'train' is corrupted: sha256 [0-9a-f]+ differs from schema.json"):
         DatasetSchema.from_dir(tmp_path / "out2")
     assert main(["data", "inspect", str(tmp_path / "out")]) == 2
-    import pyarrow.parquet as pq
-
     from astrobio_hf.data.schema import read_parquet_file
 
     with pytest.raises(OSError, match=r"(?i)checksum|corrupt|invalid|crc"):
