@@ -40,18 +40,20 @@ def test_synth_inspect_and_train(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
 
 
-def test_ingest_real_netcdf_and_refuse_regional_grid_for_the_unet(tmp_path):
+def test_ingest_real_netcdf_and_train_on_its_regional_grid(tmp_path):
     iris_sample_data = pytest.importorskip("iris_sample_data")
     src = os.path.join(iris_sample_data.path, "A1B_north_america.nc")
     data = tmp_path / "hadcm3"
     out = _cli("data", "ingest", src, "--output", str(data))
     assert "['T']" in out.stdout
     assert "split by: time_block" in _cli("data", "inspect", str(data)).stdout
-    # A regional grid is valid data but not a periodic sphere: the U-Net says so, it does not pad wrongly.
-    proc = _cli("train", "datacube", "--data_dir", str(data), "--output_dir", str(tmp_path / "run"),
-                "--physics_weights", "{}", "--max_steps", "1", check=False)
-    assert proc.returncode == 2
-    assert "lon_values must be uniform and cover 360 degrees" in proc.stderr
+    # A regional grid (HadCM3 over North America, 37 x 49) trains: no wrap in longitude, padded to a multiple of
+    # 2**depth and cropped back; the card says both.
+    tiny = os.path.join(ROOT, "recipes", "configs", "datacube", "tiny.yaml")
+    _cli("train", "datacube", tiny, "--data_dir", str(data), "--output_dir", str(tmp_path / "run"),
+         "--max_steps", "1", "--eval_every", "1", "--report_to", "none")
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "The grid is regional" in card and "cropped back" in card
 
 
 def test_bad_arguments_are_named(tmp_path):

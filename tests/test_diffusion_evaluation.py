@@ -109,8 +109,9 @@ def test_mean_std_error_exact_on_constructed_tensors():
 def test_channel_moments_are_area_weighted():
     frames = torch.zeros(1, 1, 2, 3, dtype=torch.float64)
     frames[0, 0, 1] = 1.0  # northern row 1, southern row 0
-    lat = [0.0, 60.0]  # rows at the equator and 60N; cell bounds -90, 30, 90
-    w0, w1 = math.sin(math.radians(30)) + 1, 1 - math.sin(math.radians(30))
+    lat = [0.0, 60.0]  # rows at the equator and 60N: the north edge is the pole (within one spacing), the south
+    # edge half a spacing below the equator row (a grid that stops short of the south pole): bounds -30, 30, 90
+    w0, w1 = 2 * math.sin(math.radians(30)), 1 - math.sin(math.radians(30))
     mean, std = channel_moments(frames, lat)
     expected = w1 / (w0 + w1)
     assert float(mean[0]) == pytest.approx(expected, rel=1e-12)

@@ -20,6 +20,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,9 +29,10 @@ from torch.utils.data import DataLoader
 from astrobio_hf.data.schema import DatasetSchema
 from astrobio_hf.data.streaming import build_window_dataset, collate_windows, count_windows
 from astrobio_hf.data.synth import synthesize_planets
-from astrobio_hf.evaluation.datacube import compute_climatology, evaluate, model_inputs, write_report
+from astrobio_hf.evaluation.datacube import compute_climatology, data_notes, evaluate, model_inputs, write_report
 from astrobio_hf.hub.init_from import init_weights_from
 from astrobio_hf.models.datacube_unet import DatacubeUNetConfig, DatacubeUNetForForecast
+from astrobio_hf.physics.constraints import unavailable_reason
 from astrobio_hf.training import (
     TrainingArguments,
     create_optimizer,
@@ -47,6 +49,7 @@ logger = logging.getLogger("astrobio_hf.recipes.train_datacube")
 
 DEFAULT_DATA_DIR = "data/synthetic"
 RECIPE_DEFAULTS = {"output_dir": "runs/datacube"}
+AUTO_PHYSICS_WEIGHTS = {"hydrostatic": 0.05, "ideal_gas": 0.05, "lapse_rate": 0.05}
 
 
 @dataclass
@@ -68,8 +71,10 @@ class ModelArguments:
     depth: int = 2
     predict_variance: bool = True
     physics_weights: str = field(
-        default='{"hydrostatic": 0.05, "ideal_gas": 0.05, "lapse_rate": 0.05}',
-        metadata={"help": "JSON dict constraint name -> weight (names in astrobio_hf.physics.CONSTRAINT_NAMES)."},
+        default="auto",
+        metadata={"help": "JSON dict constraint name -> weight (names in astrobio_hf.physics.CONSTRAINT_NAMES; a constraint the "
+                          "data cannot support is an error), or 'auto': hydrostatic, ideal_gas and lapse_rate at 0.05 each, "
+                          "those the data supports (the others are named in the log and the card)."},
     )
     physics_learnable: bool = field(default=False, metadata={"help": "Learn the physics weights (softplus, with a -log w term)."})
 
@@ -80,6 +85,21 @@ ARGUMENT_TYPES = (DataArguments, ModelArguments, TrainingArguments)
 # ------------------------------------------------------------------------------------------------------
 # Data (the batch -> model mapping, model_inputs, is in astrobio_hf.evaluation.datacube)
 # ------------------------------------------------------------------------------------------------------
+def physics_weights_for(option: str, schema) -> dict[str, float]:
+    """--physics_weights: an explicit JSON dict as given, or 'auto' = AUTO_PHYSICS_WEIGHTS restricted to the
+    constraints this dataset supports (each one left out is logged with its reason)."""
+    if option.strip() != "auto":
+        return json_option("physics_weights", option)
+    weights = {}
+    for name, weight in AUTO_PHYSICS_WEIGHTS.items():
+        reason = unavailable_reason(name, schema.variable_names, schema.level_unit, schema.num_levels)
+        if reason:
+            logger.warning("physics_weights=auto: %s is left out of the loss: it %s", name, reason)
+        else:
+            weights[name] = weight
+    return weights
+
+
 def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shuffle: bool) -> DataLoader:
     dataset = build_window_dataset(
         data_dir,
@@ -94,7 +114,8 @@ def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shu
         world_size=accelerator.num_processes,
         schema=schema,
     )
-    return DataLoader(dataset, batch_size=train_args.per_device_batch_size, collate_fn=collate_windows, num_workers=train_args.num_workers)
+    collate = partial(collate_windows, masked=schema.has_masked_values)  # masked data: validity masks in every batch
+    return DataLoader(dataset, batch_size=train_args.per_device_batch_size, collate_fn=collate, num_workers=train_args.num_workers)
 
 
 def batches_per_epoch(schema, data_args, train_args, accelerator) -> int:
@@ -111,7 +132,6 @@ def batches_per_epoch(schema, data_args, train_args, accelerator) -> int:
 # ------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     data_args, model_args, train_args = parse_recipe_args(ARGUMENT_TYPES, sys.argv[1:] if argv is None else argv, defaults=RECIPE_DEFAULTS)
-    physics_weights = json_option("physics_weights", model_args.physics_weights)
     output_dir = Path(train_args.output_dir)
     run_config = resolved_config(data_args, model_args, train_args)
 
@@ -128,6 +148,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
         schema = DatasetSchema.from_dir(data_args.data_dir)
 
     # 3. Config and model; sizes, grid and normalisation come from the schema.
+    physics_weights = physics_weights_for(model_args.physics_weights, schema)
     config = DatacubeUNetConfig.from_schema(
         schema, context_steps=data_args.context_steps, base_channels=model_args.base_channels, depth=model_args.depth,
         predict_variance=model_args.predict_variance, physics_weights=physics_weights, physics_learnable=model_args.physics_learnable,
@@ -144,7 +165,9 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
 
     with accelerator.main_process_first():
         train_loader, val_loader, test_loader = loader("train", shuffle=True), loader("validation"), loader("test")
-    climatology = compute_climatology(loader("train"), accelerator)  # (V, 1, 1, Z, Y, X): baseline and ACC reference
+    climatology = compute_climatology(loader("train"), accelerator, schema)  # baselines and ACC reference
+    for note in data_notes(config, schema, climatology):  # padding, masks, skipped constraints, overrides
+        logger.info("data: %s", note)
 
     # 6. The family's part: loss (Gaussian NLL + physics, computed by the model) and validation.
     def compute_loss(model, batch, state):
@@ -153,7 +176,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
                           **{f"physics/{k}": v for k, v in out.physics_terms.items()}}
 
     def validate(model, state):
-        return evaluate(model, val_loader, accelerator, climatology)
+        return evaluate(model, val_loader, accelerator, climatology, masked=schema.has_masked_values)
 
     # 7. The loop.
     result = fit(
@@ -164,7 +187,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
 
     # 8. Final model = EMA weights of the best checkpoint; test on held-out planets with baselines; card.
     with ema_weights(result.ema, result.model) as final:
-        test = evaluate(final, test_loader, accelerator, climatology=climatology, with_baselines=True)
+        test = evaluate(final, test_loader, accelerator, climatology=climatology, with_baselines=True, masked=schema.has_masked_values)
         if accelerator.is_main_process:
             final.save_pretrained(output_dir, safe_serialization=True)
             write_report(
