@@ -510,8 +510,6 @@ def ingest_netcdf(
     Returns:
         The :class:`DatasetSchema` written to ``output_dir``.
     """
-    import xarray as xr
-
     # 1. open and concatenate along time
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import gather_object
 
-from astrobio_hf.evaluation.datacube import _duration, _machine
+from astrobio_hf.evaluation.common import duration, machine, write_metrics_json
 from astrobio_hf.hub import build_model_card, markdown_table
 from astrobio_hf.hub.init_from import describe_origin
 from astrobio_hf.hub.plots import plot_loss_curves
@@ -357,17 +357,9 @@ def write_report(
     plots.mkdir(parents=True, exist_ok=True)
     config = model.config
     names = config.planet_param_names
-    payload = {
-        "test": test,
-        "global_step": state.global_step,
-        "train_seconds": train_seconds,
-        "train_throughput": throughput,
-        "skipped_steps": state.skipped_steps,
-        "history": state.history,
-        "config": run_config,
-        "init_from": init_origin,
-    }
-    (output_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
+    write_metrics_json(
+        output_dir, test, state, train_seconds=train_seconds, throughput=throughput, run_config=run_config, init_origin=init_origin
+    )
 
     plot_loss_curves(state.history, plots / "loss_curves.png", title="CNN-ViT training", ylabel="loss (Gaussian NLL + physics)")
     truth, mean, std, base = _collect(model, report_loader, ridge, device)
@@ -414,7 +406,7 @@ def write_report(
             "Calibration of the predicted uncertainty": calibration,
             **({"Planet regime classification": regimes} if regimes else {}),
             "Training": (
-                f"{state.global_step} optimizer steps in {_duration(train_seconds)} on {_machine()}; data `{run_config.get('data_dir')}` "
+                f"{state.global_step} optimizer steps in {duration(train_seconds)} on {machine()}; data `{run_config.get('data_dir')}` "
                 f"({getattr(schema, 'source', '')}); loss = Gaussian NLL + physics terms {json.dumps(config.physics_weights)}"
                 + (f" + {config.regime_loss_weight:g} x regime cross-entropy" if config.num_regimes else "") + "; "
                 f"learning rate {run_config.get('learning_rate')} x {run_config.get('cnn_lr_multiplier')} (CNN) / "

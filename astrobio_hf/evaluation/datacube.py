@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from astrobio_hf.evaluation.common import duration, machine, write_metrics_json
 from astrobio_hf.hub import build_model_card, markdown_table
 from astrobio_hf.hub.init_from import describe_origin
 from astrobio_hf.hub.plots import plot_loss_curves
@@ -238,10 +239,10 @@ def plot_maps(config, inputs, truth, pred, path: Path, level: int = 0, lead: int
         t = truth[0, v, lead, 0, level].cpu().numpy()
         p = pred[0, v, lead, 0, level].cpu().numpy()
         lo, hi = float(min(np.nanmin(t), np.nanmin(p))), float(max(np.nanmax(t), np.nanmax(p)))
-        for col, (field, title, cmap, vmin, vmax) in enumerate(
+        for col, (values, title, cmap, vmin, vmax) in enumerate(
             [(t, "true", "viridis", lo, hi), (p, "predicted", "viridis", lo, hi)]
         ):
-            im = axes[v, col].pcolormesh(lon, lat, field, cmap=cmap, vmin=vmin, vmax=vmax, shading="nearest")
+            im = axes[v, col].pcolormesh(lon, lat, values, cmap=cmap, vmin=vmin, vmax=vmax, shading="nearest")
             axes[v, col].set_title(f"{name} [{units[v]}] {title}", fontsize=9)
             fig.colorbar(im, ax=axes[v, col], fraction=0.046)
         err = p - t
@@ -254,7 +255,7 @@ def plot_maps(config, inputs, truth, pred, path: Path, level: int = 0, lead: int
     for ax in axes[-1]:
         ax.set_xlabel("lon [deg]", fontsize=8)
     level_value = config.level_values[level]
-    fig.suptitle(f"Test planet, level {level_value:g} {config.level_unit}, lead step {lead % config.context_steps + 1}")
+    fig.suptitle(f"Test window, level {level_value:g} {config.level_unit}, lead step {lead % config.context_steps + 1}")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -306,26 +307,6 @@ def plot_temperature_profile(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def _machine() -> str:
-    """The hardware a run trained on, for the card: GPU name or CPU model and core count."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    import os
-    import platform
-
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name} ({os.cpu_count()} cores, CPU only)"
 
 
 def _mean_lapse_rates(model, batch, pred) -> dict | None:
@@ -396,19 +377,11 @@ def write_report(
     config = model.config
     names = config.variable_names
 
-    # 1. metrics.json: everything the test pass computed, plus run facts.
-    payload = {
-        "test": test,
-        "global_step": state.global_step,
-        "train_seconds": train_seconds,
-        "train_throughput": throughput,
-        "skipped_steps": state.skipped_steps,
-        "history": state.history,
-        "config": run_config,
-        "init_from": init_origin,  # where the starting weights came from (--init_from), or null
-        "data_notes": data_notes(config, schema, climatology),  # padding, masks, skipped constraints, overrides
-    }
-    (output_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
+    # 1. metrics.json: everything the test pass computed, plus run facts and what was done to the data.
+    write_metrics_json(
+        output_dir, test, state, train_seconds=train_seconds, throughput=throughput, run_config=run_config,
+        init_origin=init_origin, data_notes=data_notes(config, schema, climatology),
+    )
 
     # 2. Plots.
     plot_loss_curves(state.history, plots / "loss_curves.png", title="Datacube U-Net training", ylabel="loss (Gaussian NLL + physics)")
@@ -447,14 +420,19 @@ def write_report(
         ),
         sections={
             "Test metrics": (
-                f"Held-out test planets ({test.get('samples', 0)} windows), EMA weights of the best validation checkpoint. "
+                (
+                    f"Held-out test planets ({test.get('samples', 0)} windows)"
+                    if getattr(schema, "split_by", "planet") == "planet"
+                    else f"Held-out test block, later in time than the training and validation blocks ({test.get('samples', 0)} windows)"
+                )
+                + ", EMA weights of the best validation checkpoint. "
                 "Latitude-weighted RMSE (WeatherBench2 area weights) in physical units "
                 + ", ".join(f"{v} [{units[v]}]" for v in names)
                 + "; persistence repeats the last context frame; "
                 + (climatology.describe() if climatology is not None else "climatology is the training-set mean field")
                 + ".\n\n"
                 + table
-                + f"\n\nThe model beats both baselines on: {', '.join(v for v, b in beats.items() if b) or 'none'}"
+                + f"\n\nThe model beats every baseline on: {', '.join(v for v, b in beats.items() if b) or 'none'}"
                 + (f"; not on: {', '.join(v for v, b in beats.items() if not b)}." if not all(beats.values()) else ".")
             ),
             "Physics residuals": (
@@ -468,7 +446,7 @@ def write_report(
             ),
             "Data": "\n".join(f"- {n}" for n in notes) if notes else "The data needed no padding, masking or conversion.",
             "Training": (
-                f"{state.global_step} optimizer steps in {_duration(train_seconds)} on {_machine()}; data `{run_config.get('data_dir')}` "
+                f"{state.global_step} optimizer steps in {duration(train_seconds)} on {machine()}; data `{run_config.get('data_dir')}` "
                 f"({schema.source if hasattr(schema, 'source') else ''}); loss = Gaussian NLL + weighted physics terms "
                 f"{json.dumps(config.physics_weights)}. "
                 + (describe_origin(init_origin) + " " if init_origin else "")
