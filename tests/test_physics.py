@@ -395,3 +395,13 @@ def test_one_level_has_no_vertical_constraints():
     assert "hydrostatic" not in physics.available() and "lapse_rate" not in physics.available()
     with pytest.raises(ValueError, match="at least 2 levels, the grid has 1"):
         PhysicsConstraints(VARS, {"lapse_rate": 1.0}, lat_deg=LAT, lon_deg=LON, levels=[2.0], level_unit="m")
+
+
+def test_a_two_by_two_cut_has_no_horizontal_constraint_but_the_others():
+    """A 2 x 2 regional cut of a CMIP grid (esmvaltool-sample-data's kind): no divergence, every other residual."""
+    physics = PhysicsConstraints(("T",), {}, lat_deg=[87.5, 88.9], lon_deg=[0.0, 1.4], levels=[1e5, 9.25e4], level_unit="Pa")
+    assert "mass_continuity" not in physics.available() and "energy_drift" in physics.available()
+    with pytest.raises(ValueError, match="at least 3 latitudes and 3 longitudes, the grid has 2 x 2"):
+        PhysicsConstraints(VARS, {"mass_continuity": 1.0}, lat_deg=[87.5, 88.9], lon_deg=[0.0, 1.4], levels=Z_LEVELS, level_unit="m")
+    out = physics.residuals(torch.full((1, 1, 3, 1, 2, 2, 2), 250.0, dtype=torch.float64), **EARTH)
+    assert all(torch.isfinite(v).all() for v in out.values())

@@ -351,7 +351,7 @@ def data_notes(config, schema, climatology: Climatology | None = None) -> list[s
         )
     skipped = {}
     for name in CONSTRAINT_NAMES:
-        reason = unavailable_reason(name, config.variable_names, config.level_unit, config.num_levels)
+        reason = unavailable_reason(name, config.variable_names, config.level_unit, config.num_levels, (config.num_lat, config.num_lon))
         if reason:
             skipped[name] = reason
     if skipped:

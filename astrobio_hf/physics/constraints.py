@@ -57,6 +57,8 @@ CONSTRAINT_NAMES = (
 
 #: constraints that are vertical derivatives: they need at least two levels
 LEVEL_CONSTRAINTS = ("hydrostatic", "lapse_rate")
+#: constraints that are horizontal derivatives: they need at least 3 x 3 (lat x lon) cells
+HORIZONTAL_CONSTRAINTS = ("mass_continuity",)
 
 _RHO_U_FLOOR = 1e-12  # kg m-2 s-1, keeps the mass-continuity normalisation finite for a motionless field
 # Floors for quantities that are divided by or logged: an unphysical prediction (p <= 0 or T <= 0, e.g.
@@ -89,13 +91,17 @@ def required_levels(name: str) -> int:
     return 2 if name in LEVEL_CONSTRAINTS else 1
 
 
-def unavailable_reason(name: str, variable_names: Sequence[str], level_unit: str, num_levels: int) -> str | None:
+def unavailable_reason(
+    name: str, variable_names: Sequence[str], level_unit: str, num_levels: int, grid_shape: tuple[int, int] | None = None
+) -> str | None:
     """Why a constraint cannot be computed on a dataset (missing variables, one level), or None when it can."""
     missing = [v for v in required_variables(name, level_unit) if v not in variable_names]
     if missing:
         return f"needs variables {list(required_variables(name, level_unit))} on {level_unit!r} levels, missing {missing}"
     if num_levels < required_levels(name):
         return f"is a vertical derivative and needs at least {required_levels(name)} levels, the grid has {num_levels}"
+    if name in HORIZONTAL_CONSTRAINTS and grid_shape is not None and min(grid_shape) < 3:
+        return f"is a horizontal divergence and needs at least 3 latitudes and 3 longitudes, the grid has {grid_shape[0]} x {grid_shape[1]}"
     return None
 
 
@@ -151,7 +157,7 @@ class PhysicsConstraints(nn.Module):
                 raise ValueError(f"expected a finite weight >= 0 for constraint {name!r}, got {w}")
             if self.learnable and float(w) <= 0:
                 raise ValueError(f"learnable weights need a weight > 0 (softplus never reaches 0), got {name!r}={w}")
-            reason = unavailable_reason(name, self.variable_names, level_unit, len(grid.levels))
+            reason = unavailable_reason(name, self.variable_names, level_unit, len(grid.levels), grid.shape[1:])
             if reason:
                 raise ValueError(f"constraint {name!r} {reason} (variable_names {list(self.variable_names)})")
         self._names = tuple(n for n in CONSTRAINT_NAMES if n in weights)
@@ -204,7 +210,7 @@ class PhysicsConstraints(nn.Module):
         """All constraints computable from the variables present (weighted or not)."""
         return tuple(
             n for n in CONSTRAINT_NAMES
-            if unavailable_reason(n, self.variable_names, self.level_unit, self.grid_shape[0]) is None
+            if unavailable_reason(n, self.variable_names, self.level_unit, self.grid_shape[0], self.grid_shape[1:]) is None
         )
 
     # ------------------------------------------------------------------ public API

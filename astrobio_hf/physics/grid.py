@@ -89,7 +89,7 @@ def is_periodic_longitude(lon_deg: Sequence[float]) -> bool:
     """Whether uniform longitudes cover the whole circle (``n * spacing`` = 360 degrees): a global grid whose
     last column neighbours the first. A regional grid (smaller span) is not periodic."""
     lon = np.asarray(lon_deg, dtype=np.float64)
-    if lon.size < 2:
+    if lon.size < 3:  # a centred difference that wraps around needs 3 columns
         return False
     spacing = (lon[-1] - lon[0]) / (lon.size - 1)
     return abs(lon.size * spacing - 360.0) <= 1e-6 * 360.0 + 1e-9
@@ -139,12 +139,10 @@ class SphereGrid:
             raise ValueError(f"expected lat_deg within [-90, 90], got range [{lat.min()}, {lat.max()}]")
         if lat.size > 1 and not np.all(np.diff(lat) > 0):
             raise ValueError(f"expected lat_deg strictly ascending, got {lat.tolist()}")
-        if lon.size < 3:
-            raise ValueError(f"expected at least 3 longitudes, got {lon.size}")
-        dlon = np.diff(lon)
+        dlon = np.diff(lon) if lon.size > 1 else np.array([360.0])
         if not np.all(dlon > 0) or not np.allclose(dlon, dlon[0], rtol=1e-6, atol=1e-9):
             raise ValueError(f"expected uniform ascending lon_deg, got spacings {np.unique(np.round(dlon, 9)).tolist()}")
-        if lon[-1] - lon[0] + dlon[0] > 360.0 + 1e-6:
+        if lon.size > 1 and lon[-1] - lon[0] + dlon[0] > 360.0 + 1e-6:
             raise ValueError(
                 f"expected lon_deg spanning at most 360 degrees without repeating the first column, "
                 f"got {lon[0]} ... {lon[-1]} with spacing {dlon[0]}"

@@ -92,7 +92,7 @@ def physics_weights_for(option: str, schema) -> dict[str, float]:
         return json_option("physics_weights", option)
     weights = {}
     for name, weight in AUTO_PHYSICS_WEIGHTS.items():
-        reason = unavailable_reason(name, schema.variable_names, schema.level_unit, schema.num_levels)
+        reason = unavailable_reason(name, schema.variable_names, schema.level_unit, schema.num_levels, (schema.num_lat, schema.num_lon))
         if reason:
             logger.warning("physics_weights=auto: %s is left out of the loss: it %s", name, reason)
         else:

@@ -309,7 +309,7 @@ class DatacubeUNetConfig(GridSizesMixin, PreTrainedConfig):
                     f"{list(CONSTRAINT_NAMES)}"
                 )
             for key in self.physics_weights:
-                reason = unavailable_reason(key, self.variable_names, self.level_unit, self.num_levels)
+                reason = unavailable_reason(key, self.variable_names, self.level_unit, self.num_levels, (self.num_lat, self.num_lon))
                 if reason:
                     raise ValueError(
                         f"physics_weights[{key!r}] cannot be computed on this data: the constraint {reason} "
