@@ -503,3 +503,18 @@ def test_single_level_skips_vertical_constraints_and_refuses_them_in_the_loss():
 
     available = build_physics_constraints(config, weights={}).available()
     assert "hydrostatic" not in available and "lapse_rate" not in available and "ideal_gas" in available
+
+
+def test_calendar_conditioning_needs_the_year_phase_and_uses_it():
+    config = tiny_config(calendar_conditioning=True)
+    assert config.conditioning_size == tiny_config().conditioning_size + 2 * config.context_steps
+    model = _model(config)
+    batch = tiny_inputs(config)
+    with pytest.raises(ValueError, match=r"label_phase: expected \(B, Tc\) = \(2, 2\)"):
+        model(**batch)
+    with torch.no_grad():
+        january = model(**batch, label_phase=torch.zeros(2, 2)).mean
+        july = model(**batch, label_phase=torch.full((2, 2), 0.5)).mean
+    assert not torch.allclose(january, july)
+    with pytest.raises(ValueError, match="calendar_conditioning=True needs use_film=True"):
+        tiny_config(calendar_conditioning=True, use_film=False)

@@ -78,7 +78,8 @@ def test_recipe_trains_and_reports_on_every_kind_of_file(datasets, tmp_path, cas
 def test_masked_run_outputs_do_not_depend_on_masked_cells(datasets, tmp_path):
     """The model trained on masked data gives identical forecasts whatever is written in the masked cells."""
     from astrobio_hf.data.schema import DatasetSchema
-    from astrobio_hf.data.streaming import build_window_dataset, collate_windows
+    from astrobio_hf.data.streaming import build_window_dataset
+    from astrobio_hf.evaluation.datacube import collate_with_calendar
     from astrobio_hf.models.datacube_unet import DatacubeUNetForForecast
     from astrobio_hf.recipes.train_datacube import main
 
@@ -87,10 +88,10 @@ def test_masked_run_outputs_do_not_depend_on_masked_cells(datasets, tmp_path):
     model = DatacubeUNetForForecast.from_pretrained(out).eval()
     schema = DatasetSchema.from_dir(datasets["masked_field"])
     rows = list(build_window_dataset(datasets["masked_field"], "test", context_steps=2, schema=schema).take(2))
-    batch = collate_windows(rows, masked=True)
+    batch = collate_with_calendar(rows, masked=True, units=schema.climate_time_units, calendar=schema.climate_time_calendar)
     valid = batch["inputs_valid"]
-    assert (~valid).any() and valid.any()
-    keys = ("inputs", "planet_params", "inputs_valid")
+    assert (~valid).any() and valid.any() and model.config.calendar_conditioning  # monthly noleap steps
+    keys = ("inputs", "planet_params", "inputs_valid", "label_phase")
     with torch.no_grad():
         a = model(**{k: batch[k] for k in keys}).mean
         b = model(**{**{k: batch[k] for k in keys}, "inputs": batch["inputs"].masked_fill(~valid, 1.0e4)}).mean

@@ -183,6 +183,21 @@ def calendar_index(times, units: str, calendar: str, kind: str) -> np.ndarray:
     return idx.reshape(t.shape)
 
 
+def year_fraction(times, units: str, calendar: str) -> np.ndarray:
+    """Position of numeric CF times within their calendar year, in [0, 1): ``(day of year - 1 + fraction of the
+    day) / days in that year`` (360 for ``360_day``, 365 or 366 for the others), via ``cftime.num2date``."""
+    import cftime
+
+    t = np.asarray(times, dtype=np.float64)
+    dates = cftime.num2date(t.reshape(-1), units, calendar=calendar, only_use_cftime_datetimes=True)
+    out = np.empty(len(dates))
+    for i, d in enumerate(dates):
+        start = cftime.datetime(d.year, 1, 1, calendar=d.calendar)
+        end = cftime.datetime(d.year + 1, 1, 1, calendar=d.calendar)
+        out[i] = (d - start).total_seconds() / (end - start).total_seconds()
+    return out.reshape(t.shape)
+
+
 @dataclass
 class Series:
     """One contiguous block of climate time of one planet.

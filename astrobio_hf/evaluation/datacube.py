@@ -34,12 +34,24 @@ CONSTANT_KEYS = ("gravity", "gas_constant", "heat_capacity", "planet_radius")
 # ------------------------------------------------------------------------------------------------------
 def model_inputs(batch: dict, device: torch.device) -> dict:
     """Move a collated batch to the device and name the model's keyword inputs (physical units; with masked
-    data also the validity masks)."""
-    keys = ("inputs", "labels", "planet_params", *CONSTANT_KEYS, *(k for k in MASK_KEYS if k in batch))
+    data also the validity masks; with calendar conditioning the year phase of the target steps)."""
+    keys = ("inputs", "labels", "planet_params", *CONSTANT_KEYS, *(k for k in (*MASK_KEYS, "label_phase") if k in batch))
     return {k: batch[k].to(device, non_blocking=True) for k in keys}
 
 
 MASK_KEYS = ("inputs_valid", "labels_valid")
+
+
+def collate_with_calendar(examples, *, masked: bool, units: str | None = None, calendar: str | None = None) -> dict:
+    """`collate_windows` plus, when ``units``/``calendar`` are given, ``label_phase`` (B, Tc) float32: the year
+    fraction of every target step (the model's calendar conditioning)."""
+    from astrobio_hf.data.schema import year_fraction
+    from astrobio_hf.data.streaming import collate_windows
+
+    batch = collate_windows(examples, masked=masked)
+    if units and calendar:
+        batch["label_phase"] = torch.from_numpy(year_fraction(batch["label_times"].numpy(), units, calendar)).float()
+    return batch
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -365,6 +377,8 @@ def data_notes(config, schema, climatology: Climatology | None = None) -> list[s
         notes.append(f"The time axis could not be decoded ({ingest['time_fallback']}); steps are indices.")
     if climatology is not None:
         notes.append(climatology.describe()[0].upper() + climatology.describe()[1:] + ".")
+    if getattr(config, "calendar_conditioning", False):
+        notes.append(f"The model is told the position in the {schema.climate_time_calendar} calendar year of every forecast step (FiLM conditioning on its sine and cosine).")
     return notes
 
 

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from astrobio_hf.data.schema import DatasetSchema
-from astrobio_hf.data.streaming import build_window_dataset, collate_windows, count_windows
+from astrobio_hf.data.schema import DatasetSchema, climate_time_kind
+from astrobio_hf.data.streaming import build_window_dataset, count_windows
 from astrobio_hf.data.synth import synthesize_planets
-from astrobio_hf.evaluation.datacube import compute_climatology, data_notes, evaluate, model_inputs, write_report
+from astrobio_hf.evaluation.datacube import collate_with_calendar, compute_climatology, data_notes, evaluate, model_inputs, write_report
 from astrobio_hf.hub.init_from import init_weights_from
 from astrobio_hf.models.datacube_unet import DatacubeUNetConfig, DatacubeUNetForForecast
 from astrobio_hf.physics.constraints import unavailable_reason
@@ -100,6 +100,11 @@ def physics_weights_for(option: str, schema) -> dict[str, float]:
     return weights
 
 
+def calendar_conditioning(schema) -> bool:
+    """Whether the model is conditioned on the calendar: the time axis has CF times with a monthly or daily step."""
+    return bool(getattr(schema, "climate_time_calendar", None)) and climate_time_kind(schema) is not None
+
+
 def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shuffle: bool) -> DataLoader:
     dataset = build_window_dataset(
         data_dir,
@@ -114,7 +119,10 @@ def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shu
         world_size=accelerator.num_processes,
         schema=schema,
     )
-    collate = partial(collate_windows, masked=schema.has_masked_values)  # masked data: validity masks in every batch
+    # masked data: validity masks in every batch; a monthly/daily calendar: the target steps' year phase
+    calendar = calendar_conditioning(schema)
+    collate = partial(collate_with_calendar, masked=schema.has_masked_values,
+                      units=schema.climate_time_units if calendar else None, calendar=schema.climate_time_calendar if calendar else None)
     return DataLoader(dataset, batch_size=train_args.per_device_batch_size, collate_fn=collate, num_workers=train_args.num_workers)
 
 
@@ -152,6 +160,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     config = DatacubeUNetConfig.from_schema(
         schema, context_steps=data_args.context_steps, base_channels=model_args.base_channels, depth=model_args.depth,
         predict_variance=model_args.predict_variance, physics_weights=physics_weights, physics_learnable=model_args.physics_learnable,
+        calendar_conditioning=calendar_conditioning(schema),
     )
     model = DatacubeUNetForForecast(config)
     init_origin = init_weights_from(model, train_args.init_from, accelerator) if train_args.init_from else None

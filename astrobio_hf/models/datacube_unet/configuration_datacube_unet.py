@@ -108,6 +108,11 @@ class DatacubeUNetConfig(GridSizesMixin, PreTrainedConfig):
             and a one-hot of the geological step index.
         conditioning_channels (`int`, defaults to 64):
             Width of the conditioning MLP that feeds the FiLM layers.
+        calendar_conditioning (`bool`, defaults to `False`):
+            Also condition FiLM on the position in the calendar year of every forecast step (sin and cos of
+            2 pi x the year fraction, `label_phase` (B, Tc) given to `forward`), so that a seasonal forecast knows
+            which months it forecasts. The datacube recipe turns it on when the data's time axis has a calendar
+            and a monthly or daily step. Needs `use_film`.
         predict_variance (`bool`, defaults to `True`):
             Predict a per-element log-variance and train with the Gaussian NLL; when `False` the log-variance is 0
             and the loss is the NLL with unit variance (half the mean squared error, in normalised units).
@@ -174,6 +179,7 @@ class DatacubeUNetConfig(GridSizesMixin, PreTrainedConfig):
     planet_param_names: list[str] = field(default_factory=list)
     use_film: bool = True
     conditioning_channels: int = 64
+    calendar_conditioning: bool = False
     # 4. Output
     predict_variance: bool = True
     # 5. Normalisation statistics (from the dataset schema, train split)
@@ -246,8 +252,9 @@ class DatacubeUNetConfig(GridSizesMixin, PreTrainedConfig):
 
     @property
     def conditioning_size(self) -> int:
-        """Length of the conditioning vector: normalised planet parameters + one-hot geological step."""
-        return self.num_planet_params + self.geological_steps
+        """Length of the conditioning vector: normalised planet parameters + one-hot geological step (+ sin and
+        cos of the year phase of each of the Tc forecast steps with `calendar_conditioning`)."""
+        return self.num_planet_params + self.geological_steps + (2 * self.context_steps if self.calendar_conditioning else 0)
 
     # ----------------------------------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -275,9 +282,11 @@ class DatacubeUNetConfig(GridSizesMixin, PreTrainedConfig):
             raise ValueError(
                 f"boundary_padding must be one of {list(_BOUNDARY_PADDINGS)}, got {self.boundary_padding!r}"
             )
-        for name in ("use_film", "predict_variance", "physics_learnable"):
+        for name in ("use_film", "predict_variance", "physics_learnable", "calendar_conditioning"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.calendar_conditioning and not self.use_film:
+            raise ValueError("calendar_conditioning=True needs use_film=True (the year phase enters through FiLM), got use_film=False")
 
         # 4. Conditioning names
         self.planet_param_names = str_list("planet_param_names", self.planet_param_names)

@@ -357,6 +357,7 @@ class DatacubeUNetModel(DatacubeUNetPreTrainedModel):
         inputs: torch.Tensor,
         planet_params: torch.Tensor | None = None,
         inputs_valid: torch.Tensor | None = None,
+        label_phase: torch.Tensor | None = None,
     ) -> DatacubeUNetModelOutput:
         """
         Args:
@@ -365,6 +366,8 @@ class DatacubeUNetModel(DatacubeUNetPreTrainedModel):
                 order of `config.planet_param_names`; required when FiLM is on and P > 0.
             inputs_valid (`torch.BoolTensor` of shape `(B, V, Tc, Tg, Z, Y, X)`, *optional*): True where an input
                 value is real data; masked values are replaced by the per-level mean whatever they hold.
+            label_phase (`torch.FloatTensor` of shape `(B, Tc)`, *optional*): position in the calendar year, in
+                [0, 1), of every forecast step; required with `config.calendar_conditioning`.
         """
         config = self.config
         _check_cube("inputs", inputs, config)
@@ -393,7 +396,15 @@ class DatacubeUNetModel(DatacubeUNetPreTrainedModel):
             planet = repeat(planet, "b p -> (b tg) p", tg=Tg)  # (B*Tg, P)
             step = torch.eye(Tg, dtype=hidden.dtype, device=hidden.device)
             step = repeat(step, "tg k -> (b tg) k", b=B)  # (B*Tg, Tg)
-            conditioning = self.conditioning(torch.cat([planet.to(hidden.dtype), step], dim=-1))  # (B*Tg, Cc)
+            parts = [planet.to(hidden.dtype), step]
+            if config.calendar_conditioning:
+                if not isinstance(label_phase, torch.Tensor) or tuple(label_phase.shape) != (B, config.context_steps):
+                    found = tuple(label_phase.shape) if isinstance(label_phase, torch.Tensor) else label_phase
+                    raise ValueError(f"label_phase: expected (B, Tc) = ({B}, {config.context_steps}) year fractions (calendar_conditioning), got {found}")
+                angle = 2 * torch.pi * label_phase.to(hidden.dtype)
+                phase = torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)  # (B, 2 Tc)
+                parts.append(repeat(phase, "b k -> (b tg) k", tg=Tg))
+            conditioning = self.conditioning(torch.cat(parts, dim=-1))  # (B*Tg, Cc)
 
         # 4. Encoder: residual block, keep the skip, downsample (1, 2, 2)
         hidden = self.stem(hidden)  # (B*Tg, C0, Z, Y, X)
@@ -461,6 +472,7 @@ class DatacubeUNetForForecast(DatacubeUNetPreTrainedModel):
         planet_radius: float | torch.Tensor | None = None,
         inputs_valid: torch.Tensor | None = None,
         labels_valid: torch.Tensor | None = None,
+        label_phase: torch.Tensor | None = None,
     ) -> DatacubeForecastOutput:
         """
         Args:
@@ -474,6 +486,8 @@ class DatacubeUNetForForecast(DatacubeUNetPreTrainedModel):
             inputs_valid, labels_valid (`torch.BoolTensor` of shape `(B, V, Tc, Tg, Z, Y, X)`, *optional*): True
                 where a value is real data (masked data). Masked inputs are ignored; the NLL and the physics terms
                 average over valid labels only.
+            label_phase (`torch.FloatTensor` of shape `(B, Tc)`, *optional*): year fraction of each forecast step
+                (with `config.calendar_conditioning`).
         """
         config = self.config
         V, Tc, Tg = config.num_variables, config.context_steps, config.geological_steps
@@ -482,7 +496,7 @@ class DatacubeUNetForForecast(DatacubeUNetPreTrainedModel):
             _check_cube("labels", labels, config, batch_size=batch_size)
 
         # 1. Trunk: normalise, fold time axes, U-Net
-        trunk = self.unet(inputs, planet_params=planet_params, inputs_valid=inputs_valid)
+        trunk = self.unet(inputs, planet_params=planet_params, inputs_valid=inputs_valid, label_phase=label_phase)
         features = trunk.last_hidden_state  # (B, C0, Tg, Z, Y, X)
         normalized = trunk.normalized_inputs  # (B, V, Tc, Tg, Z, Y, X)
         constants = self._planet_constants(inputs.shape[0], gravity, gas_constant, heat_capacity, planet_radius)
