@@ -77,6 +77,10 @@ class ModelArguments:
                           "those the data supports (the others are named in the log and the card)."},
     )
     physics_learnable: bool = field(default=False, metadata={"help": "Learn the physics weights (softplus, with a -log w term)."})
+    calendar_conditioning: str = field(
+        default="auto", metadata={"help": "Condition on each forecast step's position in the calendar year: 'auto' (when the "
+                                          "data has a calendar and a monthly or daily step), 'true' or 'false'."},
+    )
 
 
 ARGUMENT_TYPES = (DataArguments, ModelArguments, TrainingArguments)
@@ -100,12 +104,19 @@ def physics_weights_for(option: str, schema) -> dict[str, float]:
     return weights
 
 
-def calendar_conditioning(schema) -> bool:
-    """Whether the model is conditioned on the calendar: the time axis has CF times with a monthly or daily step."""
-    return bool(getattr(schema, "climate_time_calendar", None)) and climate_time_kind(schema) is not None
+def calendar_conditioning(schema, option: str = "auto") -> bool:
+    """--calendar_conditioning: 'auto' is on when the time axis has CF times with a monthly or daily step; 'true'
+    needs CF times with a calendar; 'false' is off."""
+    has_calendar = bool(getattr(schema, "climate_time_calendar", None))
+    choice = str(option).strip().lower()
+    if choice not in ("auto", "true", "false"):
+        raise ValueError(f"--calendar_conditioning must be auto, true or false, got {option!r}")
+    if choice == "true" and not has_calendar:
+        raise ValueError("--calendar_conditioning true needs a time axis with a CF calendar; this dataset has step indices (climate_time_calendar is None)")
+    return choice == "true" or (choice == "auto" and has_calendar and climate_time_kind(schema) is not None)
 
 
-def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shuffle: bool) -> DataLoader:
+def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shuffle: bool, calendar: bool = False) -> DataLoader:
     dataset = build_window_dataset(
         data_dir,
         split,
@@ -120,7 +131,6 @@ def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shu
         schema=schema,
     )
     # masked data: validity masks in every batch; a monthly/daily calendar: the target steps' year phase
-    calendar = calendar_conditioning(schema)
     collate = partial(collate_with_calendar, masked=schema.has_masked_values,
                       units=schema.climate_time_units if calendar else None, calendar=schema.climate_time_calendar if calendar else None)
     return DataLoader(dataset, batch_size=train_args.per_device_batch_size, collate_fn=collate, num_workers=train_args.num_workers)
@@ -157,10 +167,11 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
 
     # 3. Config and model; sizes, grid and normalisation come from the schema.
     physics_weights = physics_weights_for(model_args.physics_weights, schema)
+    calendar_on = calendar_conditioning(schema, model_args.calendar_conditioning)
     config = DatacubeUNetConfig.from_schema(
         schema, context_steps=data_args.context_steps, base_channels=model_args.base_channels, depth=model_args.depth,
         predict_variance=model_args.predict_variance, physics_weights=physics_weights, physics_learnable=model_args.physics_learnable,
-        calendar_conditioning=calendar_conditioning(schema),
+        calendar_conditioning=calendar_on,
     )
     model = DatacubeUNetForForecast(config)
     init_origin = init_weights_from(model, train_args.init_from, accelerator) if train_args.init_from else None
@@ -170,7 +181,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
 
     # 5. Datasets, streamed and split across processes without duplication; the climatology baseline.
     def loader(split, shuffle=False):
-        return make_loader(data_args.data_dir, split, schema, data_args, train_args, accelerator, shuffle=shuffle)
+        return make_loader(data_args.data_dir, split, schema, data_args, train_args, accelerator, shuffle=shuffle, calendar=calendar_on)
 
     with accelerator.main_process_first():
         train_loader, val_loader, test_loader = loader("train", shuffle=True), loader("validation"), loader("test")
