@@ -373,8 +373,15 @@ def data_notes(config, schema, climatology: Climatology | None = None) -> list[s
         notes.append(f"Units of `{var}` overridden at ingest: the files said {change.get('file_units')!r}, {change.get('used')!r} was used.")
     for old, new in (ingest.get("renames") or {}).items():
         notes.append(f"Variable `{old}` was renamed `{new}` at ingest.")
-    if ingest.get("time_fallback"):
-        notes.append(f"The time axis could not be decoded ({ingest['time_fallback']}); steps are indices.")
+    if str(ingest.get("time_decoding", "")).startswith("failed"):
+        notes.append(f"The time axis could not be decoded ({ingest['time_decoding']}).")
+    scalar = ingest.get("scalar_coordinates") or {}
+    if scalar:
+        per_var = ", ".join(f"{var} at {', '.join(f'{c} {v}' for c, v in coords.items())}" for var, coords in scalar.items())
+        notes.append(
+            f"Surface fields at different heights were merged onto one level ({per_var}); the level axis holds "
+            f"{config.level_values[0]:g} {config.level_unit}, the heights are in schema.json (extra.ingest.scalar_coordinates)."
+        )
     if climatology is not None:
         notes.append(climatology.describe()[0].upper() + climatology.describe()[1:] + ".")
     if getattr(config, "calendar_conditioning", False):
