@@ -105,3 +105,13 @@ def test_accelerate_launch_on_every_kind_of_file(datasets, tmp_path, case):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("recipe", "family"), [("train_cnn_vit", "cnn_vit"), ("train_diffusion", "climate diffusion")])
+def test_families_without_masks_refuse_masked_data_at_start(datasets, tmp_path, recipe, family):
+    import importlib
+
+    main = importlib.import_module(f"astrobio_hf.recipes.{recipe}").main
+    with pytest.raises(ValueError, match=f"has masked values \\(tos: \\d+\\) and the {family} family does not carry validity masks"):
+        main(["--data_dir", str(datasets["masked_field"]), "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--report_to", "none"])
+    assert not (tmp_path / "run" / "model.safetensors").exists()

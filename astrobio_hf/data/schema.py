@@ -392,6 +392,15 @@ class DatasetSchema:
         """Whether the rows carry a ``climate_times`` column (CF times in ``climate_time_units``)."""
         return self.climate_time_units is not None
 
+    def refuse_masked_values(self, family: str) -> None:
+        """One-line error at the start of a run when a family that cannot carry validity masks gets masked data."""
+        if self.has_masked_values:
+            counts = ", ".join(f"{v}: {n}" for v, n in (self.masked_values or {}).items() if n)
+            raise ValueError(
+                f"{self.data_dir or 'this dataset'} has masked values ({counts}) and the {family} family does not carry "
+                "validity masks; train the datacube U-Net on it (masks through loss and metrics) or fill the cells before ingesting"
+            )
+
     @property
     def has_masked_values(self) -> bool:
         """Whether the fields hold NaN (masked) values: any count in ``masked_values`` > 0."""

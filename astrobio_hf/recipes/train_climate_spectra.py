@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
         if accelerator.is_main_process:
             ensure_dataset(data_args)
         schema = DatasetSchema.from_dir(data_args.data_dir)
+        schema.refuse_masked_values("climate_spectra")
     if not schema.has_spectra:
         raise ValueError(f"expected a dataset with spectra in {data_args.data_dir}, got a schema without spectrum_wavelengths")
     observations = load_wasp43b_reference(data_args.data_dir, schema) if data_args.dataset == "wasp43b" else None

@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
         if accelerator.is_main_process:
             ensure_dataset(data_args)
         schema = DatasetSchema.from_dir(data_args.data_dir)
+        schema.refuse_masked_values("cnn_vit")
 
     # 3. Config and model; sizes, grid, targets and normalisation come from the schema.
     config = CnnVitConfig.from_schema(

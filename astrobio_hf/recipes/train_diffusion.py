@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
         if missing and accelerator.is_main_process:
             synthesize_planets(DEFAULT_DATA_DIR, n_planets=data_args.n_planets, seed=0)
         schema = DatasetSchema.from_dir(data_args.data_dir)
+        schema.refuse_masked_values("climate diffusion")
 
     # 3. Config and model; grid, variables and normalisation from the schema.
     config = ClimateDiffusionConfig.from_schema(
