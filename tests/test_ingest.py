@@ -369,3 +369,30 @@ def test_corrupted_page_is_named(tmp_path):
 
     with pytest.raises(OSError, match=r"(?i)checksum|corrupt|invalid|crc"):
         read_parquet_file(shard).read()
+
+
+def test_undeclared_netcdf_default_fill_is_masked_with_a_warning(tmp_path, caplog):
+    """A file written without _FillValue holds netCDF's default fill (9.97e36) where nothing was written (as 14
+    CMIP6 models of esmvaltool-sample-data do below the surface): masked, warned about, recorded."""
+    import logging
+
+    import numpy as np
+    import xarray as xr
+
+    from astrobio_hf.data.ingest import ingest_netcdf
+
+    lat, lon = np.linspace(-60, 60, 6), np.arange(12) * 30.0
+    data = 280.0 + np.random.default_rng(0).normal(size=(30, 6, 12)).astype(np.float32)
+    data[:, 0, :3] = 9.969209968386869e36
+    ds = xr.Dataset(
+        {"tas": (("time", "lat", "lon"), data, {"standard_name": "air_temperature", "units": "K"})},
+        coords={"time": ("time", np.arange(30.0), {"units": "days since 2000-01-01", "calendar": "noleap"}),
+                "lat": ("lat", lat, {"units": "degrees_north"}), "lon": ("lon", lon, {"units": "degrees_east"})},
+    )
+    path = tmp_path / "nofill.nc"
+    ds.to_netcdf(path, encoding={"tas": {"_FillValue": None}})
+    with caplog.at_level(logging.WARNING, logger="astrobio_hf.data.ingest"):
+        schema = ingest_netcdf(path, tmp_path / "out")
+    assert schema.masked_values == {"T": 90}
+    assert schema.extra["ingest"]["undeclared_default_fill"] == {"tas": 90}
+    assert any("default fill value" in r.message for r in caplog.records)

@@ -33,7 +33,9 @@ What :func:`ingest_netcdf` does, in order:
    (n_lon * spacing = 360) is wrapped to [0, 360) and sorted; a regional grid stays contiguous and
    ascending from a value in [0, 360) (-30 .. 40 becomes 330 .. 400). Nothing is dropped: duplicate
    longitudes after wrapping or a non-monotonic coordinate are errors.
-7. Masked values (NaN from ``_FillValue``/``missing_value`` or a land/ocean mask) are kept as NaN, counted
+7. Masked values (NaN from ``_FillValue``/``missing_value`` or a land/ocean mask; also netCDF's default fill
+   value 9.97e36 in a variable that declares no ``_FillValue``, with a WARNING and
+   ``extra["ingest"]["undeclared_default_fill"]``) are kept as NaN, counted
    per variable (log, ``schema.masked_values``, ``extra["ingest"]["masked_values"]`` with the fraction);
    the statistics use valid values only. Inf is an error naming the variable and the count.
 8. Splits the one planet by contiguous blocks of climate time (default 70/15/15 % ->
@@ -331,6 +333,18 @@ def _select_variables(ds, path: str, variables: Sequence[str] | None, geological
     return [by_name[v] for v in variables]
 
 
+def _default_fill_value(da) -> float | None:
+    """netCDF's default fill value for the on-disk type of a variable that declares no _FillValue, else None."""
+    if "_FillValue" in da.encoding or "missing_value" in da.encoding or "_FillValue" in da.attrs:
+        return None
+    try:
+        from netCDF4 import default_fillvals
+    except ImportError:  # netCDF4 is a dependency; h5netcdf-only installs fall back to the documented value
+        default_fillvals = {"f4": 9.969209968386869e36, "f8": 9.969209968386869e36}
+    dtype = np.dtype(da.encoding.get("dtype", da.dtype))
+    return float(default_fillvals.get(f"{dtype.kind}{dtype.itemsize}")) if dtype.kind == "f" else None
+
+
 def _canonical_name(ds, var: str, rename: Mapping[str, str] | None = None) -> str:
     """The name ``var`` is stored under: ``rename[var]`` (by NetCDF or standard name), else the canonical short
     name of its CF standard name, else its NetCDF name."""
@@ -592,6 +606,7 @@ def ingest_netcdf(
         unit_overrides: dict[str, dict[str, str | None]] = {}
         renames: dict[str, str] = {}
         masked: dict[str, dict[str, float]] = {}
+        undeclared_fill: dict[str, int] = {}  # cells holding netCDF's default fill value without a declared _FillValue
         for v in names:
             da = ds[v]
             keys = _name_keys(ds, v)
@@ -614,6 +629,20 @@ def ingest_netcdf(
             std = _attr(da, "standard_name")
             hint = name if name in CF_STANDARD_NAMES.values() else ("temperature" if "temperature" in std else None)
             arr = da.transpose(*[d for d in target if d is not None]).values
+            # A file written without a _FillValue attribute still holds netCDF's default fill value (9.97e36 for
+            # float32) where nothing was written; xarray only masks declared fill values. CMIP6 files of 14
+            # models in esmvaltool-sample-data do this at 1000 hPa (below the surface). They are masked like
+            # declared fill values, with a WARNING and a provenance entry (a physical field never reaches 1e36).
+            default_fill = _default_fill_value(da)
+            if default_fill is not None and np.issubdtype(arr.dtype, np.floating):
+                undeclared = np.isclose(arr, default_fill, rtol=1e-6, atol=0.0)
+                if undeclared.any():
+                    arr = np.where(undeclared, np.nan, arr)
+                    undeclared_fill[v] = int(undeclared.sum())
+                    logger.warning(
+                        "ingest: %s holds netCDF's default fill value %g in %d cells but declares no _FillValue; "
+                        "they are masked", v, default_fill, int(undeclared.sum()),
+                    )
             n_inf = int(np.isinf(arr).sum())
             if n_inf:
                 raise ValueError(f"variable {v!r} in {files_text} has {n_inf} infinite values out of {np.size(arr)}")
@@ -708,6 +737,7 @@ def ingest_netcdf(
                 "unit_overrides": unit_overrides,
                 "renames": renames,
                 "masked_values": masked,
+                **({"undeclared_default_fill": undeclared_fill} if undeclared_fill else {}),
                 "longitude_grid": "global" if lon_global else "regional (contiguous, not wrapped)",
                 **({"scalar_coordinates": scalar_coords} if scalar_coords else {}),
                 **provenance_time,
