@@ -69,6 +69,7 @@ def test_recipe_trains_and_reports_on_every_kind_of_file(datasets, tmp_path, cas
         assert any("regional" in n for n in notes)
     if case in ("single_level", "cmip_per_variable", "year0_times"):
         assert any("at least 2 levels, the grid has 1" in n for n in notes), notes  # vertical constraints skipped
+        assert not (out / "plots" / "temperature_profile.png").exists() and "temperature_profile" not in card
     if case == "unit_c":
         assert any("overridden" in n and "degC" in n for n in notes)
     if case in ("cmip_per_variable", "masked_field", "unit_c", "year0_times"):  # monthly steps with a calendar

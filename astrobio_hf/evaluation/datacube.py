@@ -279,7 +279,7 @@ def plot_temperature_profile(
     """Left: the temperature profile of one column (the valid column nearest the equator): truth, model,
     persistence. Right: the error of the area-weighted mean profile over valid cells, model and persistence.
     The title gives the mean lapse rate (K/km) of the true and forecast fields."""
-    if "T" not in config.variable_names:
+    if "T" not in config.variable_names or config.num_levels < 2:  # a profile needs levels
         return
     v = config.variable_names.index("T")
     lat = torch.tensor(config.lat_values, dtype=torch.float64)
@@ -305,14 +305,14 @@ def plot_temperature_profile(
     right.axvline(0, color="k", lw=0.8)
     right.plot(global_mean(p) - global_mean(t), z, "C0--s", label="model - truth")
     right.plot(global_mean(pers) - global_mean(t), z, "C1:^", label="persistence - truth")
-    right.set_xlabel("global-mean T error [K]")
+    right.set_xlabel(f"{'global' if config.periodic_lon else 'area'}-mean T error [K]")
     right.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
     right.legend()
     for ax in (left, right):
         ax.grid(alpha=0.3)
         if config.level_unit == "Pa":
             ax.invert_yaxis()
-    title = "Temperature profile, test planet"
+    title = "Temperature profile, test window"
     if lapse_rates:
         title += f" (mean lapse rate: truth {lapse_rates['truth']:.2f} K/km, model {lapse_rates['model']:.2f} K/km)"
     fig.suptitle(title, fontsize=10)
@@ -412,6 +412,7 @@ def write_report(
     valid = batch.get("labels_valid")
     plot_maps(config, batch["inputs"], batch["labels"], out.mean.float().cpu(), plots / "maps_level0.png", valid=valid)
     lapse = _mean_lapse_rates(model, batch, out.mean.float().cpu())
+    (plots / "temperature_profile.png").unlink(missing_ok=True)  # not drawn without T on 2+ levels: no stale copy
     plot_temperature_profile(
         config, batch["inputs"], batch["labels"], out.mean.float().cpu(), plots / "temperature_profile.png", lapse, valid=valid
     )
@@ -479,7 +480,11 @@ def write_report(
                 "out = model(inputs=cube, planet_params=params)  # cube: (B, V, Tc, Tg, Z, Y, X) in SI units\n"
                 "out.mean, out.log_variance\n```"
             ),
-            "Plots": "![loss](plots/loss_curves.png)\n\n![maps](plots/maps_level0.png)\n\n![profile](plots/temperature_profile.png)",
+            "Plots": "\n\n".join(
+                f"![{alt}](plots/{name})" for alt, name in
+                (("loss", "loss_curves.png"), ("maps", "maps_level0.png"), ("profile", "temperature_profile.png"))
+                if (plots / name).is_file()
+            ),
             "Limitations": (
                 (
                     "Trained on a synthetic planet ensemble (seasonal cycle, travelling wave, weather noise; hydrostatic and "
