@@ -5,7 +5,8 @@
     astrobio-hf data inspect DIR
     astrobio-hf data metabolic [--output DIR] [--seed N]        # real metabolic-network graphs (cobra's offline models)
     astrobio-hf data spectra [--output DIR] [--n-samples N] [--seed S]   # WASP-43b (cube, spectrum) pairs (nemesispy)
-    astrobio-hf train datacube|diffusion|pathway-vae|cnn-vit|climate-spectra [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
+    astrobio-hf data instructions [--catalogue CSV] [--output DIR] [--seed S]   # planet-science instructions (exoplanet.eu)
+    astrobio-hf train datacube|diffusion|pathway-vae|cnn-vit|climate-spectra|language-model [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
     astrobio-hf tune <family> [config.yaml] --space space.yaml --n-trials N [--storage sqlite:///...] [--pruner median|hyperband|none] [...]   # Optuna study over the recipe's fields
     astrobio-hf release RUN_DIR --name NAME --version 1.0.0 [--push REPO_ID] [--output-root model_cards]
     astrobio-hf convert legacy-pathway-vae PATH --output DIR [--graphs NPZ]
@@ -17,6 +18,7 @@ Thin by design: it parses, then calls the same functions the recipes and tests c
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -27,6 +29,7 @@ FAMILIES = {
     "pathway-vae": "astrobio_hf.recipes.train_pathway_vae",
     "cnn-vit": "astrobio_hf.recipes.train_cnn_vit",
     "climate-spectra": "astrobio_hf.recipes.train_climate_spectra",
+    "language-model": "astrobio_hf.recipes.train_language_model",
 }
 
 
@@ -72,6 +75,15 @@ def _data_parser(sub) -> None:
     spectra.add_argument("--output", default="data/wasp43b", help="output directory (shards + schema.json + observations.json)")
     spectra.add_argument("--n-samples", type=int, default=40, help="number of perturbed GCMs (about 5 s each on one CPU core)")
     spectra.add_argument("--seed", type=int, default=0, help="seed of the perturbation draws and the split")
+
+
+    instructions = dsub.add_parser(
+        "instructions", help="planet-science instructions with answers computed from a planet catalogue (exoplanet.eu)"
+    )
+    instructions.add_argument("--catalogue", default=None, help="CSV with exoplanet.eu column names (default: the table spright ships)")
+    instructions.add_argument("--output", default="data/instructions", help="output directory (shards + schema.json)")
+    instructions.add_argument("--seed", type=int, default=0, help="seed of the host-star split and the look-up fields")
+    instructions.add_argument("--rename", default=None, help="THEIRS=OURS[,...] column renames for another catalogue")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,6 +219,13 @@ def _run(args: argparse.Namespace) -> int:
                 f"unperturbed GCM chi2 = {obs['gcm_chi_squared']:.1f} over {obs['n_points']} points "
                 f"(reduced {obs['gcm_reduced_chi_squared']:.2f}); {obs['build_seconds']:.0f}s"
             )
+        elif args.data_command == "instructions":
+            from astrobio_hf.data.instructions import write_instruction_dataset
+
+            schema = write_instruction_dataset(args.output, args.catalogue, seed=args.seed,
+                                               rename=_pairs(args.rename, "--rename", "THEIRS=OURS"))
+            tasks = ", ".join(f"{t} {sum(info['counts'].values())}" for t, info in schema["tasks"].items())
+            print(f"wrote {args.output}: {json.dumps(schema['counts'])} rows by split; per task: {tasks}")
         return 0
 
     if args.command == "release":

@@ -31,12 +31,17 @@ def build_model_card(
     task_type: str = "climate-forecasting",
     tags: Sequence[str] = (),
     license: str = "apache-2.0",
+    library_name: str = "transformers",
+    base_model: str | None = None,
+    datasets: Sequence[str] | None = None,
 ) -> ModelCard:
     """Assemble a card: metadata (library, tags, model-index with `eval_results` as
     (metric_type, metric_name, value) triples on the test split) and Markdown `sections` in order."""
     data = ModelCardData(
-        library_name="transformers",
+        library_name=library_name,
         license=license,
+        base_model=base_model,
+        datasets=list(datasets) if datasets else None,
         tags=["astrobio-hf", *tags],
         model_name=model_name,
         eval_results=[

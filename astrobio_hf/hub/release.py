@@ -39,7 +39,11 @@ logger = logging.getLogger(__name__)
 
 RELEASE_FILES = ("README.md", "config.json", "model.safetensors")
 PIPELINE_FILES = ("model_index.json", "scheduler/scheduler_config.json")
-ALLOW_PATTERNS = ["README.md", "config.json", "*.safetensors", *PIPELINE_FILES]
+# A language-model run releases PEFT's adapter folder (never the base weights) with its tokenizer and how to resolve
+# the base; the tokenizer files are those the tokenizer wrote.
+ADAPTER_FILES = ("README.md", "adapter_config.json", "adapter_model.safetensors", "base_model.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+ALLOW_PATTERNS = ["README.md", "config.json", "*.safetensors", *PIPELINE_FILES, *ADAPTER_FILES[1:], *TOKENIZER_FILES]
 _SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -63,9 +67,18 @@ def release_dir_for(name: str, version: str, output_root: str | os.PathLike = "m
     return Path(output_root) / name / f"v{normalize_version(version)}"
 
 
+def is_adapter_dir(folder: str | os.PathLike) -> bool:
+    """A PEFT adapter folder (a language-model run or release)."""
+    return (Path(folder) / "adapter_config.json").is_file()
+
+
 def release_files(release_dir: str | os.PathLike) -> tuple[str, ...]:
-    """The files a release folder must hold: RELEASE_FILES, plus PIPELINE_FILES for a diffusion release."""
-    pipeline = (Path(release_dir) / "model_index.json").is_file()
+    """The files a release folder must hold: RELEASE_FILES, plus PIPELINE_FILES for a diffusion release; an adapter
+    release holds ADAPTER_FILES and the tokenizer files present."""
+    release_dir = Path(release_dir)
+    if is_adapter_dir(release_dir):
+        return ADAPTER_FILES + tuple(f for f in TOKENIZER_FILES if (release_dir / f).is_file())
+    pipeline = (release_dir / "model_index.json").is_file()
     return RELEASE_FILES + (PIPELINE_FILES if pipeline else ())
 
 
@@ -266,9 +279,46 @@ def build_release_card(
 # ----------------------------------------------------------------------------- release
 
 
+def _adapter_release_card(run_dir: Path, *, name: str, version: str, release_path: str, repo_id: str | None,
+                          license: str | None) -> ModelCard:
+    """An adapter release keeps the run's card (base_model, datasets, model-index, the baselines table), renamed and
+    versioned, with how to load the release (plot links dropped: plots stay in the run directory)."""
+    card = ModelCard.load(run_dir / "README.md")
+    card.data.model_name = name
+    if license:
+        card.data.license = license
+    _, sections = _split_sections(card.text)
+    load = (
+        "```python\nfrom astrobio_hf.models.language_model import load_adapter_release\n\n"
+        f'model, tokenizer = load_adapter_release("{release_path}")\n'
+        + (f'# or from the Hub:\nfrom huggingface_hub import snapshot_download\n\nmodel, tokenizer = load_adapter_release('
+           f'snapshot_download("{repo_id}", revision="v{version}"))\n' if repo_id else "") + "```"
+    )
+    sections["How to load"] = load + ("\n\n" + sections["How to use"] if "How to use" in sections else "")
+    sections.pop("How to use", None)
+    body = [f"# {name} v{version}", "", f"PEFT adapter release v{version} of an astrobio-hf language-model run (`base_model`: "
+            f"`{card.data.base_model}`; the base weights are not part of the release).", ""]
+    for title, text in sections.items():
+        text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("!["))
+        body += [f"## {title}", "", text.strip(), ""]
+    return ModelCard(f"---\n{card.data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
 def _check_run_dir(run_dir: Path) -> None:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    if is_adapter_dir(run_dir):
+        missing = [f for f in ADAPTER_FILES if not (run_dir / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"expected {', '.join(missing)} in adapter run {run_dir}, found {sorted(p.name for p in run_dir.iterdir())}")
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(run_dir / "adapter_model.safetensors"), framework="pt") as f:
+                f.keys()
+        except Exception as err:  # safetensors raises its own error types
+            raise ValueError(f"{run_dir / 'adapter_model.safetensors'} is not a readable safetensors file: {err}") from err
+        return
     missing = [f for f in ("config.json", "model.safetensors") if not (run_dir / f).is_file()]
     if missing:
         found = sorted(p.name for p in run_dir.iterdir())
@@ -340,12 +390,17 @@ def release_run(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.", suffix=".tmp", dir=final.parent))
     try:
-        for fname in ("config.json", "model.safetensors"):
-            shutil.copyfile(run_dir / fname, tmp / fname)
-        for fname, source in pipeline.items():
-            (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, tmp / fname)
-        card = build_release_card(run_dir, name=name, version=version, release_path=final.as_posix(), repo_id=push, license=license)
+        if is_adapter_dir(run_dir):
+            for fname in release_files(run_dir)[1:]:
+                shutil.copyfile(run_dir / fname, tmp / fname)
+            card = _adapter_release_card(run_dir, name=name, version=version, release_path=final.as_posix(), repo_id=push, license=license)
+        else:
+            for fname in ("config.json", "model.safetensors"):
+                shutil.copyfile(run_dir / fname, tmp / fname)
+            for fname, source in pipeline.items():
+                (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, tmp / fname)
+            card = build_release_card(run_dir, name=name, version=version, release_path=final.as_posix(), repo_id=push, license=license)
         card.save(str(tmp / "README.md"))
         os.chmod(tmp, 0o755)
         if final.exists():
@@ -398,11 +453,13 @@ def push_release(
 
 
 __all__ = [
+    "ADAPTER_FILES",
     "ALLOW_PATTERNS",
     "PIPELINE_FILES",
     "RELEASE_FILES",
     "ReleaseExistsError",
     "build_release_card",
+    "is_adapter_dir",
     "normalize_version",
     "pipeline_sources",
     "push_release",

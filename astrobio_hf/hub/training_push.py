@@ -59,9 +59,14 @@ class HubPushError(RuntimeError):
 
 def end_files(run_dir: str | os.PathLike) -> dict[str, Path]:
     """{path in the repo: file} of what the end-of-training push uploads from a finished run directory."""
-    from .release import pipeline_sources
+    from .release import is_adapter_dir, pipeline_sources, release_files
 
     run_dir = Path(run_dir)
+    if is_adapter_dir(run_dir):  # a language-model run: the PEFT adapter folder, its tokenizer, card and plots
+        files = {n: run_dir / n for n in (*release_files(run_dir), "metrics.json") if (run_dir / n).is_file()}
+        files.update({f"plots/{p.name}": p for p in sorted(run_dir.glob("plots/*.png"))})
+        files.update({f"merged/{p.name}": p for p in sorted(run_dir.glob("merged/*")) if p.is_file()})  # merged on purpose only
+        return files
     weights = (run_dir / "model.safetensors").is_file() or (run_dir / "model.safetensors.index.json").is_file()
     if not (run_dir / "config.json").is_file() or not weights:
         found = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []

@@ -23,6 +23,7 @@ raising (e.g. optuna.TrialPruned); the loop releases the output folder and the t
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import math
 import random
@@ -384,7 +385,12 @@ def _apply_model_switches(model: nn.Module, args: TrainingArguments) -> None:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise ValueError(f"--gradient_checkpointing true: {name} does not support gradient checkpointing")
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable()
+        if "gradient_checkpointing_kwargs" in inspect.signature(enable).parameters:
+            # transformers models (e.g. a PEFT-wrapped LM): non-reentrant checkpointing, which needs no input that
+            # requires grad and works with frozen layers and DDP
+            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            enable()
     if args.channels_last:
         convs = {type(m) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))}
         if not convs:
