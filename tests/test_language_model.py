@@ -293,3 +293,37 @@ def test_real_smollm2_lora_lowers_the_answer_loss(small_instructions, tmp_path):
          "--lora_rank", "8", "--lora_alpha", "16", "--test_examples_per_task", "2", timeout=1200)
     test = json.loads((out / "metrics.json").read_text())["test"]
     assert test["fine_tuned/heldout_loss"] < test["base/heldout_loss"]
+
+
+def test_push_to_hub_uploads_the_adapter_folder_that_peft_loads_back(small_instructions, tiny_llama, tmp_path, monkeypatch):
+    """`--push_to_hub` (hub_strategy end) uploads the adapter release, never base weights; downloaded into a fresh
+    cache it loads with PEFT. The Hub is unreachable here: the unchanged huggingface_hub client talks to the
+    loopback fake in tests/hub_server.py (HF_ENDPOINT), with a fake token."""
+    from huggingface_hub import snapshot_download
+
+    from astrobio_hf.models.language_model import load_adapter_release
+    from astrobio_hf.recipes.train_language_model import main
+    try:
+        from .hub_server import FakeHub
+    except ImportError:
+        from hub_server import FakeHub
+
+    with FakeHub(lifetime_s=300, max_requests=2000) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_FAKEtokenTHATmustNEVERbeUPLOADED4567")
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+        out = tmp_path / "run"
+        main([str(TINY), "--data_dir", str(small_instructions), "--base_model", str(tiny_llama), "--output_dir", str(out),
+              "--evaluate_base", "false", "--max_steps", "2", "--test_examples_per_task", "1", "--heldout_examples", "2",
+              "--push_to_hub", "astrobio/planet-lm"])
+        files = set(hub.repos["astrobio/planet-lm"]["files"])
+        assert {"README.md", "adapter_config.json", "adapter_model.safetensors", "base_model.json", "tokenizer.json"} <= files
+        assert not any(f.endswith("model.safetensors") and f != "adapter_model.safetensors" for f in files)
+        assert not any(f.startswith("checkpoints/") for f in files)
+        local = snapshot_download("astrobio/planet-lm", endpoint=hub.url, cache_dir=str(tmp_path / "elsewhere"))
+        model, _ = load_adapter_release(local)
+    assert hub.unexpected == []
+    tensors = load_file(out / "adapter_model.safetensors")
+    state = {k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}
+    for key, value in tensors.items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0)

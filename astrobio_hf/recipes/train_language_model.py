@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch.utils.data import DataLoader
 
 from astrobio_hf.data.chat import ChatEncoder, InstructionCollator, answer_loss, instruction_stream, rows_per_rank
@@ -130,8 +131,10 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     optimizer = create_optimizer(model, train_args.learning_rate, train_args.weight_decay, (train_args.adam_beta1, train_args.adam_beta2))
     stream = instruction_stream(data_args.data_dir, "train", seed=train_args.seed, rank=accelerator.process_index,
                                 world_size=accelerator.num_processes, shuffle_buffer=data_args.shuffle_buffer)
+    # its own generator: a DataLoader iterator draws its base seed from the global torch RNG otherwise, which would
+    # shift LoRA's dropout masks after a resume (the resumed run starts one iterator more than the straight one)
     train_loader = DataLoader(stream, batch_size=train_args.per_device_batch_size, collate_fn=InstructionCollator(encoder, data_args.packing),
-                              num_workers=train_args.num_workers)
+                              num_workers=train_args.num_workers, generator=torch.Generator().manual_seed(train_args.seed))
     micro_per_epoch = micro_batches_per_epoch(rows_per_rank(schema, "train", accelerator.num_processes),
                                               train_args.per_device_batch_size, train_args.gradient_accumulation_steps)
     val_rows = load_instruction_split(data_args.data_dir, "validation", streaming=False).shuffle(seed=0).select(
