@@ -327,3 +327,19 @@ def test_push_to_hub_uploads_the_adapter_folder_that_peft_loads_back(small_instr
     state = {k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}
     for key, value in tensors.items():
         torch.testing.assert_close(state[key], value, rtol=0, atol=0)
+
+
+def test_task_selection_streams_exactly_the_counted_rows(small_instructions):
+    """`--tasks`: the stream of each of 2 processes holds only those tasks, as many rows as the schedule counts."""
+    from astrobio_hf.data.chat import instruction_stream, rows_per_rank, select_tasks
+    from astrobio_hf.data.instructions import load_instruction_schema
+
+    schema = select_tasks(load_instruction_schema(small_instructions), "detection_method,composition")
+    assert list(schema["tasks"]) == ["composition", "detection_method"]
+    counts = rows_per_rank(schema, "train", 2, small_instructions, list(schema["tasks"]))
+    for rank in range(2):
+        rows = list(instruction_stream(small_instructions, "train", seed=0, rank=rank, world_size=2, shuffle_buffer=16,
+                                       tasks=list(schema["tasks"])))
+        assert len(rows) == counts[rank] > 0 and {r["task"] for r in rows} <= set(schema["tasks"])
+    with pytest.raises(ValueError, match=r"expected --tasks among \[.*\], got unknown \['detection'\]"):
+        select_tasks(schema, "detection")

@@ -22,6 +22,7 @@ attends across examples and no compute goes to padding.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -154,20 +155,43 @@ def left_padded_prompts(encoder: ChatEncoder, prompts: Sequence[str]) -> dict:
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
-def rows_per_rank(schema: dict, split: str, world_size: int) -> list[int]:
+def select_tasks(schema: dict, tasks: str | Sequence[str] = "") -> dict:
+    """The schema restricted to `tasks` (a comma list or names; empty = all), with an error naming unknown ones."""
+    names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
+    if not names:
+        return schema
+    unknown = [t for t in names if t not in schema["tasks"]]
+    if unknown:
+        raise ValueError(f"expected --tasks among {list(schema['tasks'])}, got unknown {unknown}")
+    return {**schema, "tasks": {t: schema["tasks"][t] for t in schema["tasks"] if t in names}}
+
+
+def _task_counts(data_dir, shard: dict, tasks) -> int:
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(os.path.join(str(data_dir), shard["file"]), columns=["task"]).column("task").to_pylist()
+    return sum(t in tasks for t in column)
+
+
+def rows_per_rank(schema: dict, split: str, world_size: int, data_dir=None, tasks: Sequence[str] | None = None) -> list[int]:
     """Rows each of `world_size` processes reads from `split` (whole shards when the shard count is a multiple of
-    the processes, as `datasets.distributed.split_dataset_by_node` does; else every world_size-th row)."""
+    the processes, as `datasets.distributed.split_dataset_by_node` does; else every world_size-th row). With
+    `tasks`, only rows of those tasks count (read from the shards' task column)."""
     shards = schema["shards"][split]
-    total = sum(s["rows"] for s in shards)
+    counts = [s["rows"] if tasks is None else _task_counts(data_dir, s, set(tasks)) for s in shards]
     if len(shards) % world_size == 0:
-        return [sum(s["rows"] for s in shards[r::world_size]) for r in range(world_size)]
+        return [sum(counts[r::world_size]) for r in range(world_size)]
+    if tasks is not None:
+        raise ValueError(f"--tasks needs a shard count ({len(shards)}) that is a multiple of the processes ({world_size})")
+    total = sum(counts)
     return [(total - r + world_size - 1) // world_size for r in range(world_size)]
 
 
-def instruction_stream(data_dir, split: str, *, seed: int, rank: int = 0, world_size: int = 1, shuffle_buffer: int = 0):
+def instruction_stream(data_dir, split: str, *, seed: int, rank: int = 0, world_size: int = 1, shuffle_buffer: int = 0,
+                       tasks: Sequence[str] | None = None):
     """The rows of `split` streamed with `datasets`, this process's share, in a seeded order per epoch
     (`set_epoch`): the shard order and a buffer of `shuffle_buffer` rows are permuted from (seed, epoch), so a
-    resumed run replays the same order (the loop skips what was consumed)."""
+    resumed run replays the same order (the loop skips what was consumed). `tasks`: only rows of these tasks."""
     from datasets.distributed import split_dataset_by_node
 
     from .instructions import load_instruction_split
@@ -175,6 +199,9 @@ def instruction_stream(data_dir, split: str, *, seed: int, rank: int = 0, world_
     if shuffle_buffer < 0:
         raise ValueError(f"expected --shuffle_buffer >= 0, got {shuffle_buffer}")
     ds = split_dataset_by_node(load_instruction_split(data_dir, split, streaming=True), rank=rank, world_size=world_size)
+    if tasks is not None:
+        keep = set(tasks)
+        ds = ds.filter(lambda row: row["task"] in keep)
     if shuffle_buffer:
         ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
     return ds

@@ -260,7 +260,7 @@ def load_test_rows(data_dir, schema: dict, n_per_task: int, heldout_examples: in
     """(rows the systems answer by generation, rows of the held-out answer loss), both from the test split."""
     from astrobio_hf.data.instructions import load_instruction_split
 
-    rows = load_instruction_split(data_dir, "test", streaming=False).to_list()
+    rows = [r for r in load_instruction_split(data_dir, "test", streaming=False).to_list() if r["task"] in schema["tasks"]]
     rng = np.random.default_rng(seed + 1)
     nll_rows = [rows[i] for i in rng.permutation(len(rows))[:heldout_examples]]
     return select_test_rows(rows, schema, n_per_task, seed), nll_rows
@@ -281,7 +281,7 @@ def write_report(output_dir, results: dict, *, data_dir, schema: dict, test_rows
 
     output_dir = Path(output_dir)
     (output_dir / "plots").mkdir(parents=True, exist_ok=True)
-    train_rows = load_instruction_split(data_dir, "train", streaming=False).to_list()
+    train_rows = [r for r in load_instruction_split(data_dir, "train", streaming=False).to_list() if r["task"] in schema["tasks"]]
     baselines = baseline_scores(train_rows, test_rows, schema, seed=train_args.seed)
     name = "QLoRA" if model_args.quantization == "nf4" else "LoRA"
     labels = {**LABELS, "fine_tuned": f"fine-tuned ({name})"}

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from astrobio_hf.data.chat import ChatEncoder, InstructionCollator, answer_loss, instruction_stream, rows_per_rank
+from astrobio_hf.data.chat import ChatEncoder, InstructionCollator, answer_loss, instruction_stream, rows_per_rank, select_tasks
 from astrobio_hf.data.instructions import ensure_instruction_dataset, load_instruction_split
 from astrobio_hf.evaluation.language_model import answer_nll, evaluate_systems, load_test_rows, write_report
 from astrobio_hf.models.language_model import (
@@ -67,6 +67,7 @@ class DataArguments:
 
     data_dir: str = field(default="data/instructions", metadata={"help": "Shards + schema.json; built here when missing."})
     catalogue: str = field(default="", metadata={"help": "CSV with exoplanet.eu columns to build from (default: the one spright ships)."})
+    tasks: str = field(default="", metadata={"help": "Comma list of tasks to train and test on (default: all of the dataset's)."})
     max_length: int = field(default=256, metadata={"help": "Longest example in tokens; a longer one is an error naming it."})
     packing: bool = field(default=False, metadata={"help": "Padding-free packing (DataCollatorWithFlattening, per-example position ids)."})
     shuffle_buffer: int = field(default=4096, metadata={"help": "Rows in the seeded shuffle buffer of the training stream (0 = stored order)."})
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     with accelerator.main_process_first():
         schema = ensure_instruction_dataset(data_args.data_dir, **({"catalogue": data_args.catalogue} if data_args.catalogue else {}))
         base_path = resolve_base_model(model_args.base_model, model_args.gguf_file)
+    schema = select_tasks(schema, data_args.tasks)  # the tasks trained and tested on (all by default)
+    tasks = list(schema["tasks"]) if data_args.tasks else None
 
     # 3. Tokenizer, base model and adapters.
     tokenizer = load_tokenizer(base_path)
@@ -130,15 +133,17 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     # 4. Optimizer over the adapters only; 5. the training stream (this process's shards, seeded order per epoch).
     optimizer = create_optimizer(model, train_args.learning_rate, train_args.weight_decay, (train_args.adam_beta1, train_args.adam_beta2))
     stream = instruction_stream(data_args.data_dir, "train", seed=train_args.seed, rank=accelerator.process_index,
-                                world_size=accelerator.num_processes, shuffle_buffer=data_args.shuffle_buffer)
+                                world_size=accelerator.num_processes, shuffle_buffer=data_args.shuffle_buffer, tasks=tasks)
     # its own generator: a DataLoader iterator draws its base seed from the global torch RNG otherwise, which would
     # shift LoRA's dropout masks after a resume (the resumed run starts one iterator more than the straight one)
     train_loader = DataLoader(stream, batch_size=train_args.per_device_batch_size, collate_fn=InstructionCollator(encoder, data_args.packing),
                               num_workers=train_args.num_workers, generator=torch.Generator().manual_seed(train_args.seed))
-    micro_per_epoch = micro_batches_per_epoch(rows_per_rank(schema, "train", accelerator.num_processes),
+    micro_per_epoch = micro_batches_per_epoch(rows_per_rank(schema, "train", accelerator.num_processes, data_args.data_dir, tasks),
                                               train_args.per_device_batch_size, train_args.gradient_accumulation_steps)
-    val_rows = load_instruction_split(data_args.data_dir, "validation", streaming=False).shuffle(seed=0).select(
-        range(min(data_args.val_examples, schema["counts"]["validation"]))).to_list()
+    validation = load_instruction_split(data_args.data_dir, "validation", streaming=False).shuffle(seed=0)
+    if tasks:
+        validation = validation.filter(lambda row: row["task"] in schema["tasks"])
+    val_rows = validation.select(range(min(data_args.val_examples, len(validation)))).to_list()
 
     # 6. The base model answers the test before any training (main process). The 4-bit layers' CPU repacking was
     # switched off at load (see models/language_model), so the adapters still get gradients after this.
