@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/python benches/bench_datacube.py
 	$(BIN)/python benches/bench_diffusion.py
 	$(BIN)/python benches/bench_pathway_vae.py
+	$(BIN)/python benches/bench_language_model.py
 
 clean:
 	rm -rf runs data .pytest_cache

@@ -158,6 +158,19 @@ def test_qlora_adapters_still_get_gradients_after_a_baseline_evaluation(tiny_lla
     assert all(float(g.abs().sum()) > 0 for g in grads.values())
 
 
+def test_qlora_computes_in_bf16_only_where_the_device_has_it_natively(tiny_llama):
+    from astrobio_hf.models.language_model.loading import load_base_model, native_bf16, resolve_compute_dtype
+
+    cpu = torch.device("cpu")
+    assert resolve_compute_dtype("auto", cpu) == (torch.bfloat16 if native_bf16(cpu) else torch.float32)
+    assert resolve_compute_dtype("bfloat16", cpu) == torch.bfloat16 and resolve_compute_dtype("float32", cpu) == torch.float32
+    with pytest.raises(ValueError, match=r"expected --bnb_compute_dtype one of \['auto', 'bfloat16', 'float32'\], got 'fp8'"):
+        resolve_compute_dtype("fp8", cpu)
+    model = load_base_model(str(tiny_llama), quantization="nf4", compute_dtype="bfloat16")
+    layers = [m for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")]
+    assert layers and all(m.compute_dtype == torch.bfloat16 for m in layers)
+
+
 def test_unsupported_4bit_device_is_named_with_the_bitsandbytes_version():
     import bitsandbytes
 

