@@ -233,11 +233,18 @@ def _run(config, out, data, base, *args, timeout=400):
     return proc
 
 
-def test_recipe_runs_evaluates_base_and_tuned_and_releases(small_instructions, tiny_llama, tmp_path):
+@pytest.fixture(scope="module")
+def full_run(small_instructions, tiny_llama, tmp_path_factory):
+    """One uninterrupted `accelerate launch` of the tiny recipe (base evaluated first, 6 steps, checkpoints at 3, 6)."""
+    out = tmp_path_factory.mktemp("lm_full") / "run"
+    _run("cpu.yaml", out, small_instructions, tiny_llama)
+    return out
+
+
+def test_recipe_runs_evaluates_base_and_tuned_and_releases(full_run, tiny_llama, tmp_path):
     from astrobio_hf.hub.release import release_run
 
-    out = tmp_path / "run"
-    _run("cpu.yaml", out, small_instructions, tiny_llama)
+    out = full_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["global_step"] == 6
     test = metrics["test"]
@@ -258,13 +265,10 @@ def test_recipe_runs_evaluates_base_and_tuned_and_releases(small_instructions, t
     assert "base_model:" in (release / "README.md").read_text()
 
 
-def test_exact_resume_after_sigkill(small_instructions, tiny_llama, tmp_path):
-    """Killed after its step-3 checkpoint and resumed, the run ends with the adapters of an uninterrupted one."""
-    args = ("--evaluate_base", "false", "--test_examples_per_task", "1", "--heldout_examples", "2", "--eval_every", "100")
-    full = tmp_path / "full"
-    _run("cpu.yaml", full, small_instructions, tiny_llama, *args)
+def test_exact_resume_after_sigkill(full_run, small_instructions, tiny_llama, tmp_path):
+    """Killed after its step-3 checkpoint and resumed, the run ends with the adapters of the uninterrupted one."""
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd("cpu.yaml", killed, small_instructions, tiny_llama, *args), cwd=ROOT, env=_env(),
+    proc = subprocess.Popen(_cmd("cpu.yaml", killed, small_instructions, tiny_llama), cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     marker = killed / "checkpoints" / "step-00000003" / "COMPLETE"
     deadline = time.time() + 240
@@ -274,8 +278,8 @@ def test_exact_resume_after_sigkill(small_instructions, tiny_llama, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "adapter_model.safetensors").exists()
-    _run("cpu.yaml", killed, small_instructions, tiny_llama, *args)
-    a, b = load_file(full / "adapter_model.safetensors"), load_file(killed / "adapter_model.safetensors")
+    _run("cpu.yaml", killed, small_instructions, tiny_llama)
+    a, b = load_file(full_run / "adapter_model.safetensors"), load_file(killed / "adapter_model.safetensors")
     assert a.keys() == b.keys() and a
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=lambda m: f"{key}: {m}")
