@@ -65,7 +65,6 @@ def generate_answers(model, encoder: ChatEncoder, prompts: Sequence[str], *, bat
     was_training = model.training
     model.eval()
     tokenizer = encoder.tokenizer
-    out: list[str] = []
     # sort by length so a batch pads little; answers go back in the caller's order
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     texts: dict[int, str] = {}
@@ -78,8 +77,7 @@ def generate_answers(model, encoder: ChatEncoder, prompts: Sequence[str], *, bat
         for i, row in zip(index, generated[:, inputs["input_ids"].shape[1]:]):
             texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     model.train(was_training)
-    out = [texts[i] for i in range(len(prompts))]
-    return out
+    return [texts[i] for i in range(len(prompts))]
 
 
 # ------------------------------------------------------------------------------------------------- rows and scores

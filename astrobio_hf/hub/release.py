@@ -311,13 +311,7 @@ def _check_run_dir(run_dir: Path) -> None:
         missing = [f for f in ADAPTER_FILES if not (run_dir / f).is_file()]
         if missing:
             raise FileNotFoundError(f"expected {', '.join(missing)} in adapter run {run_dir}, found {sorted(p.name for p in run_dir.iterdir())}")
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(run_dir / "adapter_model.safetensors"), framework="pt") as f:
-                f.keys()
-        except Exception as err:  # safetensors raises its own error types
-            raise ValueError(f"{run_dir / 'adapter_model.safetensors'} is not a readable safetensors file: {err}") from err
+        _check_safetensors(run_dir / "adapter_model.safetensors")
         return
     missing = [f for f in ("config.json", "model.safetensors") if not (run_dir / f).is_file()]
     if missing:
@@ -331,13 +325,17 @@ def _check_run_dir(run_dir: Path) -> None:
         raise ValueError(f"{run_dir / 'config.json'} is not valid JSON: {err}") from err
     if not isinstance(config, dict) or "model_type" not in config:
         raise ValueError(f"expected a transformers config with 'model_type' in {run_dir / 'config.json'}")
+    _check_safetensors(run_dir / "model.safetensors")
+
+
+def _check_safetensors(path: Path) -> None:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(run_dir / "model.safetensors"), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:
             f.keys()
     except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"{run_dir / 'model.safetensors'} is not a readable safetensors file: {err}") from err
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
 
 
 def _hub_api(endpoint: str | None, token: str | None) -> HfApi:
