@@ -7,6 +7,7 @@ else happens at import. Other sub-packages (`astrobio_hf.physics`, `.data`, `.tr
 
 from transformers import AutoConfig, AutoModel
 
+from .models.causal_world_model import CausalWorldModel, CausalWorldModelConfig, CausalWorldModelOutput
 from .models.climate_diffusion import ClimateDiffusionConfig, ClimateDiffusionModel, ClimateDiffusionOutput
 from .models.climate_spectra import ClimateSpectraConfig, ClimateSpectraForMultiTask, ClimateSpectraOutput
 from .models.cnn_vit import CnnVitConfig, CnnVitForParameterRegression
@@ -22,6 +23,8 @@ from .models.pathway_vae import PathwayVAEConfig, PathwayVAEModel, PathwayVAEOut
 
 __version__ = "0.1.0"
 
+AutoConfig.register("causal_world_model", CausalWorldModelConfig, exist_ok=True)
+AutoModel.register(CausalWorldModelConfig, CausalWorldModel, exist_ok=True)
 AutoConfig.register("datacube_unet", DatacubeUNetConfig, exist_ok=True)
 AutoModel.register(DatacubeUNetConfig, DatacubeUNetForForecast, exist_ok=True)
 AutoConfig.register("climate_diffusion", ClimateDiffusionConfig, exist_ok=True)
@@ -36,6 +39,9 @@ AutoConfig.register("pathway_vae", PathwayVAEConfig, exist_ok=True)
 AutoModel.register(PathwayVAEConfig, PathwayVAEModel, exist_ok=True)
 
 __all__ = [
+    "CausalWorldModel",
+    "CausalWorldModelConfig",
+    "CausalWorldModelOutput",
     "ClimateDiffusionConfig",
     "ClimateDiffusionModel",
     "ClimateDiffusionOutput",

@@ -6,6 +6,8 @@
     astrobio-hf data metabolic [--output DIR] [--seed N]        # real metabolic-network graphs (cobra's offline models)
     astrobio-hf data spectra [--output DIR] [--n-samples N] [--seed S]   # WASP-43b (cube, spectrum) pairs (nemesispy)
     astrobio-hf data instructions [--catalogue CSV] [--output DIR] [--seed S]   # planet-science instructions (exoplanet.eu)
+    astrobio-hf data table FILE.csv --output DIR [--graph EDGES.csv] [--regime-column C --targets REGIMES.csv] [--units a=u] [--log1p COLS|all]   # numeric table for causal discovery
+    astrobio-hf data sachs [--subset observational|full] [--output DIR]   # Sachs et al. 2005 flow cytometry (cdt's copy)
     astrobio-hf train datacube|diffusion|pathway-vae|cnn-vit|climate-spectra|language-model [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
     astrobio-hf tune <family> [config.yaml] --space space.yaml --n-trials N [--storage sqlite:///...] [--pruner median|hyperband|none] [...]   # Optuna study over the recipe's fields
     astrobio-hf release RUN_DIR --name NAME --version 1.0.0 [--push REPO_ID] [--output-root model_cards]
@@ -84,6 +86,24 @@ def _data_parser(sub) -> None:
     instructions.add_argument("--output", default="data/instructions", help="output directory (shards + schema.json)")
     instructions.add_argument("--seed", type=int, default=0, help="seed of the host-star split and the look-up fields")
     instructions.add_argument("--rename", default=None, help="THEIRS=OURS[,...] column renames for another catalogue")
+
+    table = dsub.add_parser(
+        "table", help="ingest a numeric CSV (one column per variable) for causal structure learning, with graph and regimes"
+    )
+    table.add_argument("csv", help="CSV with a header of variable names; every cell a number (except the regime column)")
+    table.add_argument("--output", required=True, help="output directory (Parquet shards + schema.json)")
+    table.add_argument("--graph", default=None, help="ground-truth edges: CSV with header Cause,Effect")
+    table.add_argument("--regime-column", default=None, help="column holding each row's regime name (not a variable)")
+    table.add_argument("--targets", default=None, help="CSV with header Regime,Targets (';'-separated names, empty, or unknown)")
+    table.add_argument("--units", default=None, metavar="NAME=UNIT[,NAME=UNIT]", help="unit of a variable, e.g. conc=nM")
+    table.add_argument("--log1p", default=None, metavar="COLS|all", help="comma list of columns (or all) to model as log1p")
+    table.add_argument("--val-fraction", type=float, default=0.1, help="fraction of every regime's rows held out (0: none)")
+    table.add_argument("--seed", type=int, default=0, help="seed of the validation draw")
+
+    sachs = dsub.add_parser("sachs", help="Sachs et al. (2005) protein-signalling flow cytometry table (shipped by cdt)")
+    sachs.add_argument("--subset", default="observational", choices=["observational", "full"],
+                       help="observational: 853 CD3/CD28 rows; full: 7,466 rows in 9 regimes")
+    sachs.add_argument("--output", default=None, help="output directory (default data/sachs_<subset>)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +246,28 @@ def _run(args: argparse.Namespace) -> int:
                                                rename=_pairs(args.rename, "--rename", "THEIRS=OURS"))
             tasks = ", ".join(f"{t} {sum(info['counts'].values())}" for t, info in schema["tasks"].items())
             print(f"wrote {args.output}: {json.dumps(schema['counts'])} rows by split; per task: {tasks}")
+        elif args.data_command in ("table", "sachs"):
+            from astrobio_hf.data.table import ensure_sachs_dataset, ingest_table
+
+            if args.data_command == "table":
+                log1p = args.log1p
+                if log1p is not None and log1p.strip().lower() != "all":
+                    log1p = [c.strip() for c in log1p.split(",") if c.strip()]
+                output = args.output
+                schema = ingest_table(
+                    args.csv, output, graph=args.graph, regime_column=args.regime_column, targets=args.targets,
+                    units=_pairs(args.units, "--units", "NAME=UNIT"), log1p=log1p, val_fraction=args.val_fraction,
+                    seed=args.seed,
+                )
+            else:
+                output = args.output or f"data/sachs_{args.subset}"
+                schema = ensure_sachs_dataset(output, subset=args.subset)
+            edges = "no ground-truth graph" if schema["edges"] is None else f"{len(schema['edges'])} edges"
+            print(
+                f"wrote {output}: {schema['rows']} rows ({schema['splits']['train']['rows']} train / "
+                f"{schema['splits']['val']['rows']} val), {len(schema['variables'])} variables, "
+                f"{len(schema['regimes'])} regime(s) [{', '.join(r['name'] for r in schema['regimes'])}], {edges}"
+            )
         return 0
 
     if args.command == "release":
