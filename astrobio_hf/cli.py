@@ -8,7 +8,8 @@
     astrobio-hf data instructions [--catalogue CSV] [--output DIR] [--seed S]   # planet-science instructions (exoplanet.eu)
     astrobio-hf data table FILE.csv --output DIR [--graph EDGES.csv] [--regime-column C --targets REGIMES.csv] [--units a=u] [--log1p COLS|all]   # numeric table for causal discovery
     astrobio-hf data sachs [--subset observational|full] [--output DIR]   # Sachs et al. 2005 flow cytometry (cdt's copy)
-    astrobio-hf train datacube|diffusion|pathway-vae|cnn-vit|climate-spectra|language-model [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
+    astrobio-hf data planet-world [--output DIR] [--n-planets N] [--seed S]   # synthetic planets with causal and counterfactual truth
+    astrobio-hf train datacube|diffusion|pathway-vae|cnn-vit|climate-spectra|language-model|causal-world-model [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
     astrobio-hf tune <family> [config.yaml] --space space.yaml --n-trials N [--storage sqlite:///...] [--pruner median|hyperband|none] [...]   # Optuna study over the recipe's fields
     astrobio-hf release RUN_DIR --name NAME --version 1.0.0 [--push REPO_ID] [--output-root model_cards]
     astrobio-hf convert legacy-pathway-vae PATH --output DIR [--graphs NPZ]
@@ -32,6 +33,7 @@ FAMILIES = {
     "cnn-vit": "astrobio_hf.recipes.train_cnn_vit",
     "climate-spectra": "astrobio_hf.recipes.train_climate_spectra",
     "language-model": "astrobio_hf.recipes.train_language_model",
+    "causal-world-model": "astrobio_hf.recipes.train_causal_world_model",
 }
 
 
@@ -104,6 +106,11 @@ def _data_parser(sub) -> None:
     sachs.add_argument("--subset", default="observational", choices=["observational", "full"],
                        help="observational: 853 CD3/CD28 rows; full: 7,466 rows in 9 regimes")
     sachs.add_argument("--output", default=None, help="output directory (default data/sachs_<subset>)")
+
+    world = dsub.add_parser("planet-world", help="synthetic planets from a stated SCM, with interventional and counterfactual truth")
+    world.add_argument("--output", default="data/planet_world", help="output directory")
+    world.add_argument("--n-planets", type=int, default=2000, help="observational planets (each do-regime adds 300)")
+    world.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,10 +253,15 @@ def _run(args: argparse.Namespace) -> int:
                                                rename=_pairs(args.rename, "--rename", "THEIRS=OURS"))
             tasks = ", ".join(f"{t} {sum(info['counts'].values())}" for t, info in schema["tasks"].items())
             print(f"wrote {args.output}: {json.dumps(schema['counts'])} rows by split; per task: {tasks}")
-        elif args.data_command in ("table", "sachs"):
+        elif args.data_command in ("table", "sachs", "planet-world"):
             from astrobio_hf.data.table import ensure_sachs_dataset, ingest_table
 
-            if args.data_command == "table":
+            if args.data_command == "planet-world":
+                from astrobio_hf.data.planet_world import write_planet_world_dataset
+
+                output = args.output
+                schema = write_planet_world_dataset(output, n_planets=args.n_planets, seed=args.seed)
+            elif args.data_command == "table":
                 log1p = args.log1p
                 if log1p is not None and log1p.strip().lower() != "all":
                     log1p = [c.strip() for c in log1p.split(",") if c.strip()]

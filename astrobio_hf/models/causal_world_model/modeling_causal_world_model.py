@@ -148,15 +148,16 @@ class CausalWorldModel(CausalWorldModelPreTrainedModel):
 
     def mechanisms(self, z: torch.Tensor) -> torch.Tensor:
         """f(z): (n, d) -> (n, d), each column from that variable's mechanism of the permitted inputs."""
+        d, m = self.w1.shape[:2]
         w1 = self.w1 * self.input_mask().unsqueeze(1)
-        h = torch.einsum("ni,jki->njk", z, w1)
+        h = (z @ w1.reshape(d * m, d).t()).view(-1, d, m)  # one matmul for every mechanism's first layer
         if self.config.mechanism == "linear":
             return h[..., 0] + self.b_out
         h = torch.sigmoid(h + self.b1)
         for layer in range(self.config.num_hidden_layers):
             w, b = getattr(self, f"hidden_w{layer}"), getattr(self, f"hidden_b{layer}")
-            h = torch.sigmoid(torch.einsum("njk,jlk->njl", h, w) + b)
-        return torch.einsum("njk,jk->nj", h, self.w_out) + self.b_out
+            h = torch.sigmoid(torch.bmm(h.transpose(0, 1), w.transpose(1, 2)).transpose(0, 1) + b)
+        return (h * self.w_out).sum(-1) + self.b_out
 
     def adjacency_weights(self) -> torch.Tensor:
         """A (d, d), A[i, j] = ||W1_j[:, i]||_2 (permitted inputs only): the strength of i -> j."""
@@ -178,6 +179,11 @@ class CausalWorldModel(CausalWorldModelPreTrainedModel):
                 return_dict: bool = True) -> CausalWorldModelOutput:
         """`values` (n, d) in the file's units; `intervened` (n, d) bool, True where the row's regime set that
         variable (those entries do not enter its mechanism's score). Returns the path objective at `training_step`."""
+        d = self.config.num_variables
+        if values.ndim != 2 or values.shape[1] != d:
+            raise ValueError(f"values: expected shape (rows, {d}) for the variables {self.config.variable_names}, got {tuple(values.shape)}")
+        if intervened is not None and tuple(intervened.shape) != tuple(values.shape):
+            raise ValueError(f"intervened: expected the shape of values {tuple(values.shape)}, got {tuple(intervened.shape)}")
         z = self.standardise(values)
         pred = self.mechanisms(z)
         keep = torch.ones_like(z) if intervened is None else (~intervened.bool()).to(z.dtype)
@@ -269,7 +275,7 @@ class CausalWorldModel(CausalWorldModelPreTrainedModel):
             return mse.sum() + 0.5 * self.config.lambda2 * sum(p.pow(2).sum() for p in self.parameters()), mse
 
         with torch.enable_grad():
-            before = float(objective()[0])
+            before = float(objective()[0].detach())
             optimizer = torch.optim.LBFGS(list(self.parameters()), max_iter=steps, line_search_fn="strong_wolfe")
 
             def closure():
@@ -281,7 +287,7 @@ class CausalWorldModel(CausalWorldModelPreTrainedModel):
             optimizer.step(closure)
             for p in self.parameters():
                 p.grad = None
-        return {"steps": steps, "objective_before": before, "objective_after": float(objective()[0])}
+        return {"steps": steps, "objective_before": before, "objective_after": float(objective()[0].detach())}
 
     # -------------------------------------------------------------------------------------------- queries
     def _require_finalized(self) -> None:
