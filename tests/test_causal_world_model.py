@@ -339,3 +339,32 @@ def test_bad_background_knowledge_is_one_line_before_training(table_dir, tmp_pat
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
         assert not (out / "checkpoints").exists()
+
+
+def _nonlinear_chain(n: int = 600, seed: int = 0) -> np.ndarray:
+    """a -> b -> c, additive noise with nonlinear mechanisms (identifiable by CAM's score), standardised."""
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-2, 2, n)
+    b = np.sin(1.5 * a) + 0.3 * rng.normal(size=n)
+    c = 0.8 * b ** 2 + 0.3 * rng.normal(size=n)
+    z = np.column_stack([a, b, c])
+    return (z - z.mean(0)) / z.std(0)
+
+
+def test_cam_hill_climb_reverses_wrong_directions_and_respects_background_knowledge():
+    from astrobio_hf.models.causal_world_model.modeling_causal_world_model import cam_hill_climb
+
+    z, keep = _nonlinear_chain(), np.ones((600, 3), dtype=bool)
+    allowed, none = ~np.eye(3, dtype=bool), np.zeros((3, 3), dtype=bool)
+    reversed_start = np.zeros((3, 3), dtype=bool)
+    reversed_start[1, 0] = reversed_start[2, 1] = True  # b -> a, c -> b
+    graph, moves = cam_hill_climb(z, keep, reversed_start, allowed, none)
+    assert graph.astype(int).tolist() == [[0, 1, 0], [0, 0, 1], [0, 0, 0]] and moves
+    assert all(delta < 0 for *_, delta in moves)
+    forbid = allowed.copy()
+    forbid[0, 1] = False  # a -> b forbidden
+    required = none.copy()
+    required[2, 0] = True  # c -> a required (wrong, but background knowledge wins)
+    start = required.copy()
+    graph, _ = cam_hill_climb(z, keep, start, forbid, required)
+    assert not graph[0, 1] and graph[2, 0] and is_dag(graph.astype(int))

@@ -80,6 +80,9 @@ class ModelArguments:
     prune_alpha: float = 0.001
     refit_steps: int = 200
     noise_distribution: str = "empirical"
+    structure_search: str = field(default="cam_hill_climb", metadata={"help": "After thresholding: cam_hill_climb (greedy add/remove/reverse on CAM's additive BIC score, from the trained graph) or none."})
+    search_penalty: float = field(default=1.0, metadata={"help": "BIC multiplier of the structure search's score."})
+    search_within_regimes: bool = field(default=False, metadata={"help": "Search and prune on each regime's rows standardised on their own (stimuli that shift every variable)."})
     forbidden_edges: str = field(default="[]", metadata={"help": 'JSON list of [cause, effect] pairs that may never appear.'})
     required_edges: str = field(default="[]", metadata={"help": 'JSON list of [cause, effect] pairs that always appear.'})
     tiers: str = field(default="[]", metadata={"help": 'JSON list of lists of names: a later tier never causes an earlier one.'})
@@ -156,9 +159,12 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
         num_hidden_layers=model_args.num_hidden_layers, lambda1=model_args.lambda1, lambda2=model_args.lambda2,
         mu_init=model_args.mu_init, mu_factor=model_args.mu_factor, num_stages=model_args.num_stages,
         edge_threshold=model_args.edge_threshold, pruning=model_args.pruning, prune_alpha=model_args.prune_alpha,
-        refit_steps=model_args.refit_steps, noise_distribution=model_args.noise_distribution, **knowledge,
+        refit_steps=model_args.refit_steps, noise_distribution=model_args.noise_distribution,
+        structure_search=model_args.structure_search, search_penalty=model_args.search_penalty,
+        search_within_regimes=model_args.search_within_regimes, **knowledge,
     )
     batch = min(train_args.per_device_batch_size, len(train))
+    train_args.per_device_batch_size = batch  # the loop's log and samples count say the real batch
     micro_per_epoch = math.ceil(math.ceil(len(train) / batch) / accelerator.num_processes)
     total_steps = train_args.max_steps or max(1, micro_per_epoch // train_args.gradient_accumulation_steps) * train_args.num_epochs
     config.path_steps = total_steps
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     report = [None]
     if accelerator.is_main_process:
         final.to(torch.float64)
-        report = [final.finalize(train.values, intervened)]
+        report = [final.finalize(train.values, intervened, regimes=train.regime)]
         final.to(torch.float32)
     report = broadcast_object_list(report) if accelerator.num_processes > 1 else report
     if accelerator.num_processes > 1:

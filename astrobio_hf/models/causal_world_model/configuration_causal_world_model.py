@@ -17,6 +17,7 @@ MECHANISMS = ("mlp", "linear")
 TRANSFORMS = ("identity", "log1p")
 PRUNING = ("cam", "none")
 NOISE_DISTRIBUTIONS = ("empirical", "gaussian")
+STRUCTURE_SEARCHES = ("cam_hill_climb", "none")
 SCHEMA_KIND = "table"
 
 
@@ -74,6 +75,21 @@ class CausalWorldModelConfig(PreTrainedConfig):
         pruning (`str`, defaults to "cam"): "cam" drops a parent whose additive spline term (linear term for the
             linear mechanism) is not significant at `prune_alpha` (F-test on the non-intervened rows); "none".
         prune_alpha (`float`, defaults to 0.001): CAM's level.
+        structure_search (`str`, defaults to "none"): after thresholding, "cam_hill_climb" runs a greedy
+            hill-climb over DAGs (add / remove / reverse one edge, acyclic, background knowledge respected) on CAM's
+            score `sum_j n_j/2 log(RSS_j / n_j) + search_penalty * k_j log(n_j) / 2` (additive cubic-spline regression
+            of each variable on its parents, k_j basis columns; linear terms for the linear mechanism), started
+            from the thresholded graph; "none" keeps the thresholded graph. On Sachs' 853 observational rows it
+            takes SHD 16-18 to 14 (F1 0.43) for every seed; on the 7466 pooled interventional rows the BIC term is
+            too weak (SHD 22 -> 40, 42 edges), hence off by default.
+        search_penalty (`float`, defaults to 1.0): the BIC multiplier of that score.
+        search_knots (`int`, defaults to 5): knots of each parent's spline block in that score.
+        search_max_iter (`int`, defaults to 500): at most this many moves.
+        search_within_regimes (`bool`, defaults to False): the structure search and the pruning tests see each
+            regime's rows standardised on their own (a regime-specific location and scale for every variable), so
+            that a stimulus that shifts the whole network (Sachs' PMA or beta2-cAMP) is not read as edges; the
+            mechanisms are still fitted on the pooled rows. Off, the between-regime shifts are evidence too, as
+            they should be for perfect interventions. Needs `finalize(..., regimes=...)`.
         refit_steps (`int`, defaults to 200): L-BFGS iterations of the refit of the mechanisms on the final graph.
         noise_distribution (`str`, defaults to "empirical"): noise for `sample`: the residuals' quantiles
             (`num_noise_quantiles` of them, inverse-CDF sampling) or a Gaussian with the residuals' std.
@@ -105,6 +121,11 @@ class CausalWorldModelConfig(PreTrainedConfig):
     edge_threshold: float = 0.3
     pruning: str = "cam"
     prune_alpha: float = 0.001
+    structure_search: str = "none"
+    search_penalty: float = 1.0
+    search_knots: int = 5
+    search_max_iter: int = 500
+    search_within_regimes: bool = False
     refit_steps: int = 200
     noise_distribution: str = "empirical"
     num_noise_quantiles: int = 257
@@ -189,7 +210,8 @@ class CausalWorldModelConfig(PreTrainedConfig):
             flat = [n for n, s in zip(names, self.data_std) if not s > 0]
             if flat:
                 raise ValueError(f"data_std: expected positive values, got a constant variable: {flat}")
-        for key, choices in (("mechanism", MECHANISMS), ("pruning", PRUNING), ("noise_distribution", NOISE_DISTRIBUTIONS)):
+        for key, choices in (("mechanism", MECHANISMS), ("pruning", PRUNING), ("noise_distribution", NOISE_DISTRIBUTIONS),
+                             ("structure_search", STRUCTURE_SEARCHES)):
             if getattr(self, key) not in choices:
                 raise ValueError(f"{key}: expected one of {list(choices)}, got {getattr(self, key)!r}")
         self.hidden_size = int_at_least("hidden_size", self.hidden_size, 1)
@@ -197,8 +219,12 @@ class CausalWorldModelConfig(PreTrainedConfig):
         self.num_stages = int_at_least("num_stages", self.num_stages, 1)
         self.path_steps = int_at_least("path_steps", self.path_steps, 1)
         self.refit_steps = int_at_least("refit_steps", self.refit_steps, 0)
+        self.search_knots = int_at_least("search_knots", self.search_knots, 2)
+        self.search_max_iter = int_at_least("search_max_iter", self.search_max_iter, 0)
+        if not isinstance(self.search_within_regimes, bool):
+            raise ValueError(f"search_within_regimes: expected true or false, got {self.search_within_regimes!r}")
         self.num_noise_quantiles = int_at_least("num_noise_quantiles", self.num_noise_quantiles, 3)
-        for key in ("lambda1", "lambda2", "edge_threshold"):
+        for key in ("lambda1", "lambda2", "edge_threshold", "search_penalty"):
             value = finite_float(key, getattr(self, key))
             if value < 0:
                 raise ValueError(f"{key}: expected a value >= 0, got {value}")

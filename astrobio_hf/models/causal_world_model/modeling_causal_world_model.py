@@ -11,7 +11,8 @@ Life cycle:
    `mu_t * (score + lambda1 |W1|_1 + lambda2/2 |theta|^2) + h(A)` with DAGMA's `h(A) = -log det(sI - A o A) + d log s`
    and `mu_t` decreasing stage by stage (`config.mu_at(step)`);
 2. `finalize(values, intervened)` (after training, on the training rows): `A >= edge_threshold` (plus the required
-   edges), the weakest edge of any remaining cycle removed until the graph is a DAG, CAM-style pruning of each
+   edges), the weakest edge of any remaining cycle removed until the graph is a DAG, optionally a greedy hill-climb from that
+   DAG on CAM's additive-spline BIC score (add / remove / reverse an edge; `structure_search`), CAM-style pruning of each
    variable's parents (F-test of each parent's additive spline block, at `prune_alpha`), a refit of the mechanisms
    on the final graph (L-BFGS, same masked score), and the noise distribution from the residuals;
 3. queries: `sample(n, interventions)`, `counterfactual(rows, interventions)`, `adjacency_matrix()`, `edges()`.
@@ -208,9 +209,11 @@ class CausalWorldModel(CausalWorldModelPreTrainedModel):
 
     # ------------------------------------------------------------------------------------------ finalize
     @torch.no_grad()
-    def finalize(self, values, intervened=None) -> dict:
+    def finalize(self, values, intervened=None, regimes=None) -> dict:
         """Turn the trained weights into the final DAG and noise model, on the training rows (file units).
-        Returns what each step did: `thresholded`, `cycle_edges_removed`, `pruned` (with p-values), `edges`."""
+        Returns what each step did: `thresholded`, `cycle_edges_removed`, `search_moves` (the hill-climb's moves with
+        their score changes, when `structure_search` is on), `pruned` (with p-values), `edges`. `regimes` (n,) is each
+        row's regime, used when `search_within_regimes` is on."""
         z = self.standardise(torch.as_tensor(np.asarray(values), dtype=self.w1.dtype, device=self.w1.device))
         keep = torch.ones_like(z, dtype=torch.bool) if intervened is None else ~torch.as_tensor(np.asarray(intervened), device=z.device).bool()
         self.is_finalized.zero_()
@@ -226,9 +229,19 @@ class CausalWorldModel(CausalWorldModelPreTrainedModel):
         report: dict = {"thresholded": int(graph.sum()), "edge_threshold": self.config.edge_threshold}
         graph, removed = _break_cycles(graph, weights, required)
         report["cycle_edges_removed"] = [[names[i], names[j], float(weights[i, j])] for i, j in removed]
+        zn, kn = z.cpu().numpy().astype(np.float64), keep.cpu().numpy()
+        if self.config.search_within_regimes:
+            if regimes is None:
+                raise ValueError("search_within_regimes: expected finalize(values, intervened, regimes=...) with each row's regime, got no regimes")
+            zn = _within_regimes(zn, np.asarray(regimes))
+            report["search_within_regimes"] = int(len(np.unique(regimes)))
+        if self.config.structure_search == "cam_hill_climb":
+            graph, moves = cam_hill_climb(zn, kn, graph, allowed, required, linear=self.config.mechanism == "linear",
+                                          n_knots=self.config.search_knots, penalty=self.config.search_penalty,
+                                          max_iter=self.config.search_max_iter)
+            report["search_moves"] = [[kind, names[i], names[j], delta] for kind, i, j, delta in moves]
         pruned = []
         if self.config.pruning == "cam":
-            zn, kn = z.cpu().numpy().astype(np.float64), keep.cpu().numpy()
             for j in range(d):
                 parents = [i for i in np.flatnonzero(graph[:, j]) if not required[i, j]]
                 fixed = [i for i in np.flatnonzero(graph[:, j]) if required[i, j]]
@@ -410,6 +423,114 @@ def _break_cycles(graph: np.ndarray, weights: np.ndarray, required: np.ndarray) 
         removed.append((i, j))
 
 
+def _within_regimes(z: np.ndarray, regimes: np.ndarray) -> np.ndarray:
+    """Each regime's rows standardised on their own (a constant column within a regime is centred only)."""
+    if regimes.shape != (z.shape[0],):
+        raise ValueError(f"regimes: expected one regime per row ({z.shape[0]},), got shape {regimes.shape}")
+    out = z.copy()
+    for r in np.unique(regimes):
+        rows = regimes == r
+        std = z[rows].std(axis=0)
+        out[rows] = (z[rows] - z[rows].mean(axis=0)) / np.where(std > 0, std, 1.0)
+    return out
+
+
+def _spline_block(column: np.ndarray, linear: bool, n_knots: int) -> np.ndarray:
+    """One parent's additive block: the raw column (linear), or cubic B-splines with one column dropped against
+    the intercept (the same basis as `parent_pvalues`)."""
+    from sklearn.preprocessing import SplineTransformer
+
+    col = column.reshape(-1, 1)
+    return col if linear else SplineTransformer(n_knots=n_knots, degree=3).fit_transform(col)[:, 1:]
+
+
+def _reaches(graph: np.ndarray, start: int, target: int) -> bool:
+    """Is there a directed path start ~> target in the 0/1 graph [i, j] = i -> j?"""
+    seen, stack = {start}, [start]
+    while stack:
+        u = stack.pop()
+        if u == target:
+            return True
+        for v in np.flatnonzero(graph[u]):
+            if v not in seen:
+                seen.add(int(v))
+                stack.append(int(v))
+    return False
+
+
+def cam_hill_climb(z: np.ndarray, keep: np.ndarray, graph: np.ndarray, allowed: np.ndarray, required: np.ndarray,
+                   linear: bool = False, n_knots: int = 5, penalty: float = 1.0, max_iter: int = 500):
+    """Greedy hill-climb over DAGs on CAM's score (Buehlmann, Peters & Ernest 2014), started from `graph`.
+
+    Score (lower is better): sum_j n_j/2 log(RSS_j / n_j) + penalty * k_j log(n_j) / 2, where RSS_j is the
+    residual sum of squares of the least-squares additive regression of z_j on its parents' blocks (cubic
+    B-splines, `_spline_block`) over the rows where j is not intervened on (`keep[:, j]`), n_j those rows and k_j
+    the basis columns. It is the Gaussian log-likelihood of an additive-noise SCM with each variable's noise
+    variance profiled out (the training score, at the MLE) plus BIC. Each move is the best of: add i -> j
+    (allowed, keeps acyclic), remove a non-required edge, reverse a non-required edge (allowed, keeps acyclic);
+    stops when no move lowers the score. Returns the graph and the moves [(kind, i, j, score change)]."""
+    graph = np.asarray(graph, dtype=bool).copy()
+    d = graph.shape[0]
+    blocks = [_spline_block(z[:, p], linear, n_knots) for p in range(d)]
+    cache: dict = {}
+
+    def local(j: int, parents) -> float:
+        key = (j, frozenset(int(p) for p in parents))
+        if key not in cache:
+            rows = keep[:, j]
+            y = z[rows, j]
+            n = len(y)
+            design = np.column_stack([np.ones(n)] + [blocks[p][rows] for p in sorted(key[1])])
+            beta, *_ = np.linalg.lstsq(design, y, rcond=None)
+            r = y - design @ beta
+            rss = max(float(r @ r), 1e-12 * n)
+            cache[key] = 0.5 * n * math.log(rss / n) + penalty * (design.shape[1] - 1) * math.log(n) / 2
+        return cache[key]
+
+    parents = [set(np.flatnonzero(graph[:, j]).tolist()) for j in range(d)]
+    scores = [local(j, parents[j]) for j in range(d)]
+    moves = []
+    for _ in range(max_iter):
+        best, best_move = -1e-9, None
+        for i in range(d):
+            for j in range(d):
+                if i == j:
+                    continue
+                if graph[i, j]:
+                    if required[i, j]:
+                        continue
+                    removal = local(j, parents[j] - {i}) - scores[j]
+                    if removal < best:
+                        best, best_move = removal, ("remove", i, j)
+                    if allowed[j, i]:
+                        delta = removal + local(i, parents[i] | {j}) - scores[i]
+                        if delta < best:
+                            graph[i, j] = False
+                            if not _reaches(graph, i, j):
+                                best, best_move = delta, ("reverse", i, j)
+                            graph[i, j] = True
+                elif allowed[i, j] and not graph[j, i]:
+                    delta = local(j, parents[j] | {i}) - scores[j]
+                    if delta < best and not _reaches(graph, j, i):
+                        best, best_move = delta, ("add", i, j)
+        if best_move is None:
+            break
+        kind, i, j = best_move
+        if kind == "add":
+            graph[i, j] = True
+            parents[j].add(i)
+        else:
+            graph[i, j] = False
+            parents[j].discard(i)
+            if kind == "reverse":
+                graph[j, i] = True
+                parents[i].add(j)
+                scores[i] = local(i, parents[i])
+        scores[j] = local(j, parents[j])
+        moves.append((kind, i, j, float(best)))
+    return graph, moves
+
+
 def parent_pvalues(z: np.ndarray, j: int, parents: list[int], linear: bool = False, n_knots: int = 5) -> dict[int, float]:
     """p-value of each parent of variable j in an additive regression z_j ~ sum_p s_p(z_p) (cubic B-splines with
     `n_knots` knots, one basis column dropped per parent against the intercept; the raw column when `linear`):
@@ -446,4 +567,4 @@ def parent_pvalues(z: np.ndarray, j: int, parents: list[int], linear: bool = Fal
     return out
 
 
-__all__ = ["CausalWorldModel", "CausalWorldModelOutput", "CausalWorldModelPreTrainedModel", "parent_pvalues", "transformed_statistics"]
+__all__ = ["CausalWorldModel", "CausalWorldModelOutput", "CausalWorldModelPreTrainedModel", "cam_hill_climb", "parent_pvalues", "transformed_statistics"]
