@@ -5,7 +5,42 @@ else happens at import. Other sub-packages (`astrobio_hf.physics`, `.data`, `.tr
 `.hub`) are imported by path.
 """
 
-from transformers import AutoConfig, AutoModel
+import importlib.util as _importlib_util
+import logging as _logging
+import os as _os
+import sys as _sys
+
+
+def _import_bitsandbytes_without_hub_kernels() -> None:
+    """bitsandbytes >= 0.49 (imported by diffusers and peft) calls the Hub at import on a CPU with AVX512-BF16, to
+    fetch an optional CPU kernel (`kernels.get_kernel("kernels-community/...")`), and logs a warning when that
+    fails: an import that makes network requests breaks offline machines, the loopback Hub of the tests, and the
+    one-line error contract. Import it once here with `kernels` unavailable, so it keeps its own built-in CPU
+    kernels, and without that warning; `kernels` stays importable for everything else afterwards. Set
+    ASTROBIO_HF_HUB_KERNELS=1 to let bitsandbytes fetch the Hub kernel."""
+    if _os.environ.get("ASTROBIO_HF_HUB_KERNELS") == "1" or "bitsandbytes" in _sys.modules:
+        return
+    if _importlib_util.find_spec("bitsandbytes") is None:
+        return
+    logger = _logging.getLogger("bitsandbytes.backends.cpu.ops")
+    level, had_kernels, kernels = logger.level, "kernels" in _sys.modules, _sys.modules.get("kernels")
+    _sys.modules["kernels"] = None  # `from kernels import get_kernel` raises ImportError, which bitsandbytes handles
+    logger.setLevel(_logging.ERROR)
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception:  # a broken bitsandbytes install is reported where it is used (QLoRA), not here
+        pass
+    finally:
+        logger.setLevel(level)
+        if had_kernels:
+            _sys.modules["kernels"] = kernels
+        else:
+            del _sys.modules["kernels"]
+
+
+_import_bitsandbytes_without_hub_kernels()
+
+from transformers import AutoConfig, AutoModel  # noqa: E402
 
 from .models.causal_world_model import CausalWorldModel, CausalWorldModelConfig, CausalWorldModelOutput
 from .models.climate_diffusion import ClimateDiffusionConfig, ClimateDiffusionModel, ClimateDiffusionOutput
