@@ -40,6 +40,7 @@ def test_synth_inspect_and_train(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
 
 
+@pytest.mark.slow  # long; run by make test-all
 def test_ingest_real_netcdf_and_train_on_its_regional_grid(tmp_path):
     iris_sample_data = pytest.importorskip("iris_sample_data")
     src = os.path.join(iris_sample_data.path, "A1B_north_america.nc")
@@ -63,6 +64,7 @@ def test_bad_arguments_are_named(tmp_path):
     assert proc.returncode == 2 and "missing does not exist" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # long; run by make test-all
 def test_convert_legacy_then_release_twice(tmp_path):
     """`convert legacy-pathway-vae` (the real legacy file from ../shared) then `release`; a second release of
     the same version is refused. Everything is written under tmp_path, never into the repository."""

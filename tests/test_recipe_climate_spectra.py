@@ -85,6 +85,7 @@ def test_frame_windows_without_forecast(tiny_data):
     assert torch.equal(collate_windows(forecast[:1])["spectrum"], batch["spectrum"][1:2])
 
 
+@pytest.mark.slow  # long; run by make test-all
 def test_two_process_gloo_matches_one_process(tiny_data, tmp_path):
     """2 processes x batch 2 (gloo, accelerate_configs/cpu_ddp.yaml) against 1 process x batch 4: the same global
     batches and modality draws give the same losses and test metrics (DDP with unused encoder parameters)."""
@@ -114,6 +115,7 @@ def wasp_data(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # long; run by make test-all
 def test_wasp43b_config_trains_and_reports_chi_squared(wasp_data, tmp_path):
     """recipes/configs/climate_spectra/wasp43b.yaml's dataset switch on a tiny built dataset: chi-squared of the
     predicted phase spectra against the observations, beside the unperturbed GCM's, and the phase-spectrum plot."""

@@ -148,6 +148,7 @@ def test_two_process_gloo_matches_one_process(tiny_data, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=3 * 2 * lr)
 
 
+@pytest.mark.slow  # long; run by make test-all
 def test_early_stopping_and_bf16_on_cpu(tiny_data, tmp_path):
     """With a zero learning rate the validation loss cannot improve: patience 1 stops the run at the
     second validation, under bf16 autocast on the CPU."""

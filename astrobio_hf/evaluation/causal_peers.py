@@ -16,13 +16,17 @@ Settings, as published by each method's authors unless noted: PC / CD-NOD alpha 
 DirectLiNGAM pwling (its adaptive-lasso pruning decides the edges); NOTEARS linear lambda1 0.1, w_threshold 0.3;
 NOTEARS-MLP hidden 10, lambda1 0.01, lambda2 0.01, w_threshold 0.3, at most :data:`NOTEARS_MLP_MAX_OUTER` dual-ascent
 steps; DAGMA linear l2 loss, lambda1 0.02, w_threshold 0.3; DAGMA-MLP hidden 10, lambda1 0.02, lambda2 0.005, T 4,
-``warm_iter = mlp_iterations`` and ``max_iter = 1.6 * mlp_iterations`` Adam steps (the package's 5e4 / 8e4 take
-about 7 min on 11 variables x 853 rows on 2 CPU cores; the default :data:`DEFAULT_MLP_ITERATIONS` about 1.5 min).
+``warm_iter = mlp_iterations`` and ``max_iter = 1.6 * mlp_iterations`` Adam steps (the package's defaults, 5e4 /
+8e4, are 2.5x the steps of :data:`DEFAULT_MLP_ITERATIONS` = 2e4, which takes 2 min on Sachs' 11 variables x 853 rows
+on 2 CPU cores; 1e4 and 1.5e4 gave the same graph there). Both MLP peers run with one torch thread.
+
+``x`` is used as given (already standardised by the caller); every peer gets its own copy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -31,7 +35,10 @@ import numpy as np
 
 from astrobio_hf.metrics.graphs import graph_metrics, random_dag
 
-__all__ = ["BASELINES", "METHODS", "PEERS_INTERVENTIONAL", "PEERS_OBSERVATIONAL", "run_peers"]
+__all__ = [
+    "BASELINES", "DEFAULT_MLP_ITERATIONS", "METHODS", "PEERS_INTERVENTIONAL", "PEERS_OBSERVATIONAL", "notears_linear",
+    "notears_mlp", "run_peers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +47,7 @@ PEERS_INTERVENTIONAL = ("gies", "cdnod")
 BASELINES = ("empty", "random")
 METHODS = PEERS_OBSERVATIONAL + PEERS_INTERVENTIONAL + BASELINES
 
-DEFAULT_MLP_ITERATIONS = 10_000  # DAGMA-MLP warm_iter (max_iter is 1.6x): ~1.5 min on Sachs (11 x 853), 2 cores
+DEFAULT_MLP_ITERATIONS = 20_000  # DAGMA-MLP warm_iter (max_iter is 1.6x): 2 min on Sachs (11 x 853), 2 cores
 NOTEARS_MLP_MAX_OUTER = 20  # dual-ascent steps of NOTEARS-MLP (the reference allows 100; it stops at h <= 1e-8)
 _METRIC_KEYS = ("shd", "precision", "recall", "f1", "skeleton_precision", "skeleton_recall", "skeleton_f1")
 
@@ -81,6 +88,20 @@ def _quiet_tqdm(*modules):
     finally:
         for m, t in zip(modules, saved):
             m.tqdm = t
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run with ``n`` torch threads: the MLP peers' tensors are small (n x 10 d), and with more threads than free
+    cores torch's thread pool slows each step several-fold (measured: 2 threads on 2 busy cores, 10x)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(n, before)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -299,7 +320,9 @@ def _notears_linear(x, **_):
 
 
 def _notears_mlp(x, *, seed, **_):
-    return _weights_to_adjacency(notears_mlp(x, hidden=10, lambda1=0.01, lambda2=0.01, w_threshold=0.3, seed=seed))
+    with _torch_threads(1):
+        w = notears_mlp(x, hidden=10, lambda1=0.01, lambda2=0.01, w_threshold=0.3, seed=seed)
+    return _weights_to_adjacency(w)
 
 
 def _dagma_linear(x, **_):
@@ -320,7 +343,7 @@ def _dagma_mlp(x, *, seed, mlp_iterations, **_):
     d = x.shape[1]
     torch.manual_seed(seed)
     eq_model = DagmaMLP(dims=[d, 10, 1], bias=True, dtype=torch.double)
-    with _quiet_tqdm(dagma.nonlinear):
+    with _quiet_tqdm(dagma.nonlinear), _torch_threads(1):
         w = DagmaNonlinear(eq_model, dtype=torch.double).fit(
             x.copy(), lambda1=0.02, lambda2=0.005, T=4, warm_iter=int(mlp_iterations),
             max_iter=int(1.6 * mlp_iterations), w_threshold=0.3,
@@ -346,7 +369,8 @@ def _cdnod(x, *, regimes, **_):
     if len(labels) < 2:
         raise ValueError(f"cdnod needs at least 2 regimes, got {len(labels)}")
     c_indx = np.asarray(regimes, dtype=np.float64).reshape(-1, 1)
-    cg = cdnod(x, c_indx, alpha=0.05, indep_test="fisherz", show_progress=False)
+    with contextlib.redirect_stderr(io.StringIO()):  # cdnod draws its skeleton's progress bar whatever show_progress says
+        cg = cdnod(x, c_indx, alpha=0.05, indep_test="fisherz", show_progress=False)
     d = x.shape[1]
     return _causallearn_to_adjacency(cg.G.graph)[:d, :d]  # the context is the last node
 
