@@ -276,7 +276,11 @@ def build_card(model, methods, queries, payload, schema, dataset, finalize_repor
         f"L1 {config.lambda1}, L2 {config.lambda2}); rows where a regime intervened on a variable do not enter that "
         f"variable's score. Final graph: weights ≥ {config.edge_threshold} "
         f"({finalize_report.get('thresholded')} edges), {len(finalize_report.get('cycle_edges_removed', []))} cycle edges removed, "
-        f"{finalize_report.get('prune_rule')}: {len(finalize_report.get('pruned', []))} pruned; then an L-BFGS refit of the "
+        + (f"then a greedy hill-climb from that DAG on CAM's additive-spline BIC score (add / remove / reverse one edge; penalty "
+           f"{config.search_penalty}, {config.search_knots} knots{', each regime standardised on its own' if config.search_within_regimes else ''}): "
+           f"{len(finalize_report.get('search_moves', []))} moves, "
+           if config.structure_search == "cam_hill_climb" else "")
+        + f"{finalize_report.get('prune_rule')}: {len(finalize_report.get('pruned', []))} pruned; then an L-BFGS refit of the "
         "mechanisms on that graph. Units: " + ", ".join(f"{n} ({t})" for n, t in zip(config.variable_names, config.transforms))
         + " — each transformed and standardised with the training rows' statistics, undone by every query. "
         + describe_origin(payload.get("init_from"))
