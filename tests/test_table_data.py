@@ -89,7 +89,7 @@ def test_round_trip_with_graph_and_regimes(tmp_path):
     again = _ingest(tmp_path, out="again")
     assert again["splits"]["val"]["rows"] == 12
     np.testing.assert_array_equal(load_table(tmp_path / "again", "val").row_id, val.row_id)  # same seed, same rows
-    other = _ingest(tmp_path, out="other", seed=4)
+    assert _ingest(tmp_path, out="other", seed=4)["splits"]["val"]["rows"] == 12
     assert not np.array_equal(load_table(tmp_path / "other", "val").row_id, val.row_id)
 
 
