@@ -10,6 +10,7 @@ samples; units are undone. Recipe (on a small `data table` folder): a run with p
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -368,3 +369,32 @@ def test_cam_hill_climb_reverses_wrong_directions_and_respects_background_knowle
     start = required.copy()
     graph, _ = cam_hill_climb(z, keep, start, forbid, required)
     assert not graph[0, 1] and graph[2, 0] and is_dag(graph.astype(int))
+
+
+@pytest.mark.parametrize("name", ["causal-world-model-sachs", "causal-world-model-planet-world"])
+def test_shipped_releases_load_and_their_cards_state_their_graph(name):
+    """model_cards/<name>/v0.1.0: loads through the Auto classes, the graph is a DAG, and the SHD in the card's
+    metadata is the SHD of the shipped graph against the dataset's truth."""
+    import re
+
+    from transformers import AutoModel
+
+    import astrobio_hf  # noqa: F401
+    from astrobio_hf.data.planet_world import planet_world_edges
+    from astrobio_hf.data.table import sachs_consensus_edges
+
+    release = ROOT / "model_cards" / name / "v0.1.0"
+    model = AutoModel.from_pretrained(release)
+    adj = model.adjacency_matrix()
+    assert is_dag(adj)
+    if name.endswith("sachs"):
+        if importlib.util.find_spec("cdt") is None:
+            pytest.skip("cdt (pip install --no-deps cdt==0.6.0)")
+        edges = sachs_consensus_edges()
+    else:
+        edges = planet_world_edges()
+    shd = graph_metrics(adj, true_adj(edges, model.config.variable_names))["shd"]
+    card = (release / "README.md").read_text()
+    assert float(re.search(r"type: shd\n\s+value: ([0-9.]+)", card).group(1)) == shd
+    samples = model.sample(200, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(samples).all()

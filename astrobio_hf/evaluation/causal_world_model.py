@@ -254,7 +254,9 @@ def build_card(model, methods, queries, payload, schema, dataset, finalize_repor
         graph_text = markdown_table(["method", "SHD", "F1", "skeleton F1", "edges", "seconds"], rows) + (
             f"\n\nAgainst the {methods[0]['true_edges']}-edge ground truth of the dataset. SHD counts node pairs whose "
             "edge differs (a reversed edge once); F1 is directed (an undirected CPDAG edge counts as correct if either "
-            "direction is true); the peers ran on the same standardised training rows in the same run.")
+            "direction is true); the peers ran on the same standardised training rows in the same run."
+            + (" This model used background knowledge (tiers / forbidden / required edges) that the peers did not get."
+               if model.config.tiers or model.config.forbidden_edges or model.config.required_edges else ""))
     else:
         graph_text = "The dataset has no ground-truth graph: the learned graph is in `graph.csv`."
     sections["Evaluation"] = graph_text + "\n\n![graphs](plots/graphs.png)"
@@ -267,7 +269,7 @@ def build_card(model, methods, queries, payload, schema, dataset, finalize_repor
             "\n\nErrors in standardised units against the exact truth (the same planets resynthesised), averaged over "
             "the non-intervened variables; see `astrobio_hf/evaluation/causal_world_model.py`.")
     edges = "\n".join(f"- {e['cause']} → {e['effect']} (weight {e['weight']:.2f})" for e in model.edges()) or "- (none)"
-    sections["Learned graph"] = edges
+    sections["Evaluation"] += "\n\nThe learned graph (also in `graph.csv` of the run and `model.edges()`):\n\n" + edges
     sections["Method"] = (
         f"A structural causal model `x_j = f_j(parents) + e_j` over {config.num_variables} variables with "
         f"{'an MLP (hidden ' + str(config.hidden_size) + ')' if config.mechanism == 'mlp' else 'a linear map'} per variable. "
