@@ -3,7 +3,9 @@
 Per-sample gradients are clipped to the norm (against a per-example loop); noise of the stated scale is added
 (statistically, fixed seed); the epsilon after N steps is Opacus' own accountant's for the same sampling rate,
 noise and steps (one charge per optimizer step); the accountant's history survives a checkpoint round trip with
-the same epsilon; a model with BatchNorm is refused with the layer's name before anything starts.
+the same epsilon; a model with BatchNorm is refused with the layer's name before anything starts. In the shared
+loop (`fit(..., --dp)`): the epsilon at every validation and in the state, a target epsilon kept, exact resume
+(weights and epsilon), a 2-process gloo run with identical replicas, the argument checks.
 """
 
 from __future__ import annotations
@@ -136,3 +138,115 @@ def test_batchnorm_is_refused_with_the_layer_name():
 def test_bad_privacy_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _private(nn.Linear(5, 1), _data(), **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ in the shared loop
+class _Regressor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(5, 1)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def _loss(model, batch, state):
+    x, y = batch
+    loss = nn.functional.mse_loss(model(x), y)
+    return loss, {"mse": loss.detach()}
+
+
+def _fit_dp(tmp_path, data=None, **overrides):
+    from astrobio_hf.training import TrainingArguments, create_optimizer, finish_run, fit, start_run
+    from astrobio_hf.training.args import resolved_config
+
+    data = data or _data(n=64)
+    settings = dict(output_dir=str(tmp_path / "run"), report_to="none", per_device_batch_size=16, checkpoint_every=100, ema_decay=0.0,
+                    learning_rate=0.05, warmup_ratio=0.0, num_epochs=3, eval_every=4, dp=True, max_grad_norm=1.0)
+    args = TrainingArguments(**{**settings, **overrides})
+    acc = start_run(args)
+    torch.manual_seed(0)
+    model = _Regressor()
+    loader = DataLoader(data, batch_size=16, shuffle=False)
+    x, y = data.tensors
+
+    def evaluate(m, state):
+        with torch.no_grad():
+            return {"loss": nn.functional.mse_loss(m(x), y).item()}
+
+    result = fit(acc, model, create_optimizer(model, args.learning_rate, 0.0), loader, args, loss_fn=_loss, evaluate=evaluate,
+                 micro_batches_per_epoch=len(loader), run_config=resolved_config(args), project="test")
+    finish_run(result)
+    return result
+
+
+def test_fit_with_dp_reports_the_accountants_epsilon(tmp_path):
+    from opacus.accountants import RDPAccountant
+
+    result = _fit_dp(tmp_path, noise_multiplier=0.8)
+    privacy = result.state.privacy
+    assert privacy["steps"] == result.state.global_step == 12  # one charge per optimizer step
+    assert privacy["sample_rate"] == pytest.approx(0.25) and privacy["delta"] == pytest.approx(1 / 64)
+    peer = RDPAccountant()
+    peer.history = [(0.8, 0.25, 12)]
+    assert privacy["epsilon"] == pytest.approx(peer.get_epsilon(delta=1 / 64), rel=1e-9)
+    logged = [h["val/epsilon"] for h in result.state.history if "val/epsilon" in h]
+    assert len(logged) == 3 and logged == sorted(logged) and logged[-1] == pytest.approx(privacy["epsilon"])  # every validation
+    assert type(result.model) is _Regressor  # the family's model, not Opacus' wrapper, is what the run hands back
+
+
+def test_fit_with_a_target_epsilon_stays_within_it(tmp_path):
+    result = _fit_dp(tmp_path, target_epsilon=2.0)
+    assert 1.8 < result.state.privacy["epsilon"] <= 2.0 * (1 + 1e-3)
+    assert result.state.privacy["noise_multiplier"] > 0
+
+
+def test_dp_arguments_are_checked_before_any_work(tmp_path):
+    from astrobio_hf.training import TrainingArguments
+
+    with pytest.raises(ValueError, match="exactly one of --target_epsilon > 0 and --noise_multiplier > 0"):
+        TrainingArguments(output_dir=str(tmp_path), dp=True)
+    with pytest.raises(ValueError, match="--gradient_accumulation_steps 1 with --dp"):
+        TrainingArguments(output_dir=str(tmp_path), dp=True, noise_multiplier=1.0, gradient_accumulation_steps=2)
+    with pytest.raises(ValueError, match="--max_grad_norm > 0 with --dp"):
+        TrainingArguments(output_dir=str(tmp_path), dp=True, noise_multiplier=1.0, max_grad_norm=0.0)
+
+
+def test_resume_continues_the_accountants_history(tmp_path):
+    """A run resumed from its step-8 checkpoint ends with the weights and the epsilon of the uninterrupted 12-step run:
+    the accountant's history is in the checkpoint (not restarted at 0), and accelerate's RNG states replay the same
+    Poisson draws and noise."""
+    import shutil
+
+    straight = _fit_dp(tmp_path / "a", noise_multiplier=0.8, checkpoint_every=4, keep_checkpoints=5)
+    resumed_dir = tmp_path / "b" / "run"
+    (resumed_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "a" / "run" / "checkpoints" / "step-00000008", resumed_dir / "checkpoints" / "step-00000008")
+    resumed = _fit_dp(tmp_path / "b", noise_multiplier=0.8, checkpoint_every=4, keep_checkpoints=5)
+    assert resumed.state.global_step == 12 and resumed.state.privacy["steps"] == 12
+    assert resumed.state.privacy["epsilon"] == pytest.approx(straight.state.privacy["epsilon"], rel=1e-12)
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_two_process_dp_run_keeps_identical_replicas_and_the_same_epsilon(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "WANDB_"))}
+    env.update({"OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"})
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(root / "accelerate_configs" / "cpu_ddp.yaml"),
+           str(root / "tests" / "dp_fit_script.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
+    assert ranks[0]["num_processes"] == 2 and ranks[0]["weights"] == ranks[1]["weights"]  # one noise draw, shared
+    from opacus.accountants import RDPAccountant
+
+    peer = RDPAccountant()
+    peer.history = [(0.8, 0.25, 12)]
+    assert ranks[0]["privacy"]["epsilon"] == pytest.approx(peer.get_epsilon(delta=1 / 64), rel=1e-9)

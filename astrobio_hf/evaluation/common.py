@@ -24,6 +24,7 @@ def write_metrics_json(output_dir, test, state, *, train_seconds, throughput, ru
         "history": state.history,
         "config": run_config,
         "init_from": init_origin,  # where the starting weights came from (--init_from), or null
+        **({"privacy": state.privacy} if getattr(state, "privacy", None) else {}),  # --dp: epsilon, delta, noise, ...
         **extra,
     }
     (Path(output_dir) / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))

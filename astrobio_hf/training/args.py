@@ -67,6 +67,13 @@ class TrainingArguments:
         default="",
         metadata={"help": "Start from these weights: a local release or run folder, or a Hub repo id owner/name[@revision]."},
     )
+    # Differential privacy (DP-SGD with Opacus, astrobio_hf.training.privacy): --max_grad_norm is the per-sample clipping norm.
+    dp: bool = field(default=False, metadata={"help": "Train with DP-SGD (Opacus): per-sample clipping to --max_grad_norm, Gaussian noise, Poisson sampling, an accountant."})
+    target_epsilon: float = field(default=0.0, metadata={"help": "With --dp: the privacy budget; Opacus picks the noise for the run's epochs (0 = give --noise_multiplier)."})
+    target_delta: float = field(default=0.0, metadata={"help": "With --dp: delta; 0 = 1 / (number of training examples)."})
+    noise_multiplier: float = field(default=0.0, metadata={"help": "With --dp: noise std / clipping norm, instead of --target_epsilon."})
+    dp_accountant: str = field(default="rdp", metadata={"help": "With --dp: rdp or prv (Opacus' accountants)."})
+    dp_clipping: str = field(default="flat", metadata={"help": "With --dp: flat (one norm over all parameters) or per_layer (the norm split evenly)."})
 
     def __post_init__(self):
         """Every recipe's shared arguments are checked here, once, before any work starts."""
@@ -95,6 +102,21 @@ class TrainingArguments:
             value = getattr(self, name)
             if not ok or (isinstance(value, float) and value != value):
                 raise ValueError(f"expected --{name} {expected[name]}, got {value!r}")
+        if self.dp:
+            if self.target_epsilon < 0 or self.noise_multiplier < 0 or (self.target_epsilon > 0) == (self.noise_multiplier > 0):
+                raise ValueError(
+                    f"expected --dp with exactly one of --target_epsilon > 0 and --noise_multiplier > 0, got "
+                    f"--target_epsilon {self.target_epsilon} and --noise_multiplier {self.noise_multiplier}"
+                )
+            if not self.max_grad_norm > 0:
+                raise ValueError(f"expected --max_grad_norm > 0 with --dp (the per-sample clipping norm), got {self.max_grad_norm}")
+            if not 0 <= self.target_delta < 1:
+                raise ValueError(f"expected --target_delta in [0, 1) (0 = 1/N), got {self.target_delta}")
+            if self.gradient_accumulation_steps != 1:
+                raise ValueError(
+                    f"expected --gradient_accumulation_steps 1 with --dp (accelerate's accumulation would charge the accountant "
+                    f"for every micro-step; Opacus' virtual steps are not wired yet), got {self.gradient_accumulation_steps}"
+                )
         unknown = [n for n in self.trackers if n not in TRACKERS]
         if unknown:
             raise ValueError(f"expected --report_to a comma list of {list(TRACKERS)} or 'none', got {self.report_to!r}")

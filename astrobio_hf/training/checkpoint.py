@@ -48,6 +48,7 @@ class TrainingState:
     evals_without_improvement: int = 0
     skipped_steps: int = 0
     history: list = field(default_factory=list)
+    privacy: dict | None = None  # with --dp: the privacy spent so far (astrobio_hf.training.privacy.PrivacySpent)
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)

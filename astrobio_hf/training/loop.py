@@ -193,7 +193,26 @@ def fit(
                 find_unused_parameters = _has_unused_parameters(model, train_loader, loss_fn, streamed)
             if find_unused_parameters:
                 acc.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=True)
-        if streamed:
+        engine = None
+        if args.dp:
+            # DP-SGD: accelerate prepares the model and optimizer first, Opacus then wraps them and takes the raw
+            # loader for Poisson sampling (astrobio_hf.training.privacy; the other orders fail silently).
+            from .privacy import make_private, register_accountant
+
+            if streamed:
+                raise ValueError("--dp: expected a map-style dataset (Poisson sampling draws examples by index), got a streamed one")
+            delta = args.target_delta or 1.0 / len(train_loader.dataset)
+            epochs = max(1, math.ceil(total_steps / micro_batches_per_epoch))
+            model, optimizer, train_loader, engine = make_private(
+                acc, model, optimizer, train_loader, max_grad_norm=args.max_grad_norm, target_delta=delta,
+                noise_multiplier=args.noise_multiplier or None, target_epsilon=args.target_epsilon or None, epochs=epochs,
+                accountant=args.dp_accountant, clipping=args.dp_clipping,
+            )
+            lr_scheduler = acc.prepare(lr_scheduler)
+            register_accountant(acc, engine)
+            if len(train_loader) != micro_batches_per_epoch:
+                raise RuntimeError(f"expected {micro_batches_per_epoch} Poisson batches per epoch, got {len(train_loader)} from Opacus")
+        elif streamed:
             model, optimizer, lr_scheduler = acc.prepare(model, optimizer, lr_scheduler)
         else:
             model, optimizer, train_loader, lr_scheduler = acc.prepare(model, optimizer, train_loader, lr_scheduler)
@@ -202,6 +221,8 @@ def fit(
         if args.torch_compile:
             model = torch.compile(model, **(compile_kwargs or {}))
         unwrapped = acc.unwrap_model(model, keep_torch_compile=False)
+        if engine is not None:
+            unwrapped = unwrapped._module  # Opacus' GradSampleModule around the family's model
         state = TrainingState()
         acc.register_for_checkpointing(state)
         if ema is not None:
@@ -227,6 +248,8 @@ def fit(
         if checkpoints.resume(args.resume) is not None:
             logger.info("resuming at step %d (epoch %d, batch %d)", state.global_step, state.epoch, state.batches_in_epoch)
 
+        if engine is not None:
+            evaluate = _with_privacy(evaluate, engine, optimizer, state, args, delta)
         timer = _run_loop(
             acc, model, unwrapped, optimizer, lr_scheduler, train_loader, args, state, ema, checkpoints, guard, pusher,
             loss_fn=loss_fn, evaluate=evaluate, micro_per_epoch=micro_batches_per_epoch, total_steps=total_steps,
@@ -236,6 +259,9 @@ def fit(
         )
         if state.patience_exhausted(args.early_stopping_patience):
             logger.info("early stopping: %d validations without improvement", state.evals_without_improvement)
+        if engine is not None:
+            _record_privacy(engine, optimizer, state, args, delta)
+            logger.info("privacy spent: %s", state.privacy)
         checkpoints.restore_best_weights(state)  # weights + EMA of the best validation step, this run's history
         return FitResult(acc, unwrapped, ema, state, timer.summary(), pusher, checkpoints, args)
     except BaseException:
@@ -267,7 +293,8 @@ def _run_loop(acc, model, unwrapped, optimizer, lr_scheduler, train_loader, args
             with acc.accumulate(model):
                 loss, terms = loss_fn(model, batch, state)
                 acc.backward(loss)
-                grad_norm, step_ok = guarded_optimizer_step(acc, model, optimizer, lr_scheduler, guard, loss, args.max_grad_norm)
+                grad_norm, step_ok = guarded_optimizer_step(acc, model, optimizer, lr_scheduler, guard, loss,
+                                                            0.0 if args.dp else args.max_grad_norm)  # DP: Opacus clips per sample
             if names is None:
                 names = ["loss", *terms]
             values = torch.stack([v.detach().float().reshape(()) if torch.is_tensor(v) else torch.tensor(float(v), device=acc.device)
@@ -332,8 +359,32 @@ def _epoch_batches(acc, train_loader, state, micro_per_epoch, streamed):
         for _ in range(micro_per_epoch - state.batches_in_epoch):
             yield next(batches)
         return
-    train_loader.set_epoch(state.epoch)
+    if hasattr(train_loader, "set_epoch"):  # (Opacus' Poisson loader draws from its own generator)
+        train_loader.set_epoch(state.epoch)
     yield from (acc.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader)
+
+
+def _record_privacy(engine, optimizer, state, args, delta) -> dict:
+    from .privacy import privacy_spent
+
+    spent = privacy_spent(engine, optimizer, delta=delta, max_grad_norm=args.max_grad_norm)
+    state.privacy = spent.as_dict()
+    if args.target_epsilon and spent.epsilon > args.target_epsilon * (1 + 1e-3):
+        raise RuntimeError(
+            f"--dp: the privacy budget is spent: epsilon {spent.epsilon:.4g} > --target_epsilon {args.target_epsilon} at step "
+            f"{state.global_step} (delta {delta:.3g}); train fewer steps or raise the budget"
+        )
+    return state.privacy
+
+
+def _with_privacy(evaluate, engine, optimizer, state, args, delta):
+    """Every validation also reports the epsilon spent so far (and stops the run once a target is exceeded)."""
+
+    def evaluate_with_epsilon(model, st):
+        values = evaluate(model, st)
+        return {**values, "epsilon": _record_privacy(engine, optimizer, state, args, delta)["epsilon"]}
+
+    return evaluate_with_epsilon
 
 
 def _train_logs(acc, names, sums, count, lr_scheduler, grad_norm, state, micro_per_epoch) -> dict:
@@ -363,7 +414,7 @@ def _validate(acc, unwrapped, ema, evaluate, state, selection_metric, history_ke
     metrics = {f"val/{k}": float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     is_best = state.record_validation(float(values[selection_metric]))
     entry = state.history[-1]
-    entry.update({f"val/{k}": metrics[f"val/{k}"] for k in ("loss", selection_metric, *history_keys) if f"val/{k}" in metrics})
+    entry.update({f"val/{k}": metrics[f"val/{k}"] for k in ("loss", selection_metric, *history_keys, "epsilon") if f"val/{k}" in metrics})
     acc.log(metrics, step=state.global_step)
     logger.info(
         "step %d: val loss %.4f%s%s", state.global_step, metrics.get("val/loss", float("nan")),

@@ -1,0 +1,55 @@
+"""Launched by tests/test_privacy.py under `accelerate launch` (2 gloo processes): the toy regressor trained with
+--dp through the shared loop; each rank writes its final weights and the privacy spent to OUT/rank<k>.json."""
+
+import json
+import sys
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from astrobio_hf.training import TrainingArguments, create_optimizer, finish_run, fit, start_run
+from astrobio_hf.training.args import resolved_config
+
+
+class Regressor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(5, 1)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def main(out: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 5, generator=g)
+    y = (x @ torch.arange(1.0, 6.0)).unsqueeze(1)
+    args = TrainingArguments(output_dir=f"{out}/run", report_to="none", per_device_batch_size=16, checkpoint_every=100, ema_decay=0.0,
+                             learning_rate=0.05, warmup_ratio=0.0, num_epochs=3, eval_every=0, dp=True, max_grad_norm=1.0,
+                             noise_multiplier=0.8)
+    acc = start_run(args)
+    torch.manual_seed(0)
+    model = Regressor()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+
+    def loss_fn(m, batch, state):
+        bx, by = batch
+        loss = nn.functional.mse_loss(m(bx), by)
+        return loss, {}
+
+    def evaluate(m, state):
+        with torch.no_grad():
+            return {"loss": nn.functional.mse_loss(m(x), y).item()}
+
+    result = fit(acc, model, create_optimizer(model, args.learning_rate, 0.0), loader, args, loss_fn=loss_fn, evaluate=evaluate,
+                 micro_batches_per_epoch=len(loader), run_config=resolved_config(args), project="test")
+    weights = [p.detach().flatten().tolist() for p in result.model.parameters()]
+    with open(f"{out}/rank{acc.process_index}.json", "w") as f:
+        json.dump({"weights": weights, "privacy": result.state.privacy, "steps": result.state.global_step,
+                   "num_processes": acc.num_processes}, f)
+    finish_run(result)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
