@@ -116,7 +116,10 @@ def calendar_conditioning(schema, option: str = "auto") -> bool:
     return choice == "true" or (choice == "auto" and has_calendar and climate_time_kind(schema) is not None)
 
 
-def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shuffle: bool, calendar: bool = False) -> DataLoader:
+def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shuffle: bool, calendar: bool = False,
+                in_memory: bool = False) -> DataLoader:
+    """A split's windows, streamed and split across processes; `in_memory` (the training split under --dp): every
+    window of the split in a list on every process, for Opacus' Poisson sampling by index (it shards the sampling)."""
     dataset = build_window_dataset(
         data_dir,
         split,
@@ -124,12 +127,14 @@ def make_loader(data_dir, split, schema, data_args, train_args, accelerator, shu
         # train: every `stride` steps; validation: non-overlapping windows (cheap, run often);
         # test: every other start step (each window a genuine forecast; more of them, steadier numbers)
         stride={"train": data_args.stride, "validation": data_args.context_steps}.get(split, 2),
-        shuffle_buffer=data_args.shuffle_buffer if shuffle else 0,
+        shuffle_buffer=data_args.shuffle_buffer if shuffle and not in_memory else 0,
         seed=train_args.seed,
-        rank=accelerator.process_index,
-        world_size=accelerator.num_processes,
+        rank=0 if in_memory else accelerator.process_index,
+        world_size=1 if in_memory else accelerator.num_processes,
         schema=schema,
     )
+    if in_memory:
+        dataset = list(dataset)
     # masked data: validity masks in every batch; a monthly/daily calendar: the target steps' year phase
     collate = partial(collate_with_calendar, masked=schema.has_masked_values,
                       units=schema.climate_time_units if calendar else None, calendar=schema.climate_time_calendar if calendar else None)
@@ -180,11 +185,12 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     optimizer = create_optimizer(model, train_args.learning_rate, train_args.weight_decay, (train_args.adam_beta1, train_args.adam_beta2))
 
     # 5. Datasets, streamed and split across processes without duplication; the climatology baseline.
-    def loader(split, shuffle=False):
-        return make_loader(data_args.data_dir, split, schema, data_args, train_args, accelerator, shuffle=shuffle, calendar=calendar_on)
+    def loader(split, shuffle=False, in_memory=False):
+        return make_loader(data_args.data_dir, split, schema, data_args, train_args, accelerator, shuffle=shuffle, calendar=calendar_on,
+                           in_memory=in_memory)
 
     with accelerator.main_process_first():
-        train_loader, val_loader, test_loader = loader("train", shuffle=True), loader("validation"), loader("test")
+        train_loader, val_loader, test_loader = loader("train", shuffle=True, in_memory=train_args.dp), loader("validation"), loader("test")
     climatology = compute_climatology(loader("train"), accelerator, schema)  # baselines and ACC reference
     for note in data_notes(config, schema, climatology):  # padding, masks, skipped constraints, overrides
         logger.info("data: %s", note)
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     # 7. The loop.
     result = fit(
         accelerator, model, optimizer, train_loader, train_args, loss_fn=compute_loss, evaluate=validate,
-        micro_batches_per_epoch=batches_per_epoch(schema, data_args, train_args, accelerator),
+        micro_batches_per_epoch=len(train_loader) if train_args.dp else batches_per_epoch(schema, data_args, train_args, accelerator),
         run_config=run_config, project="datacube", hooks=hooks,
     )
 

@@ -122,6 +122,8 @@ def finish_run(result: FitResult, test: dict | None = None) -> None:
     final model and card (main process; waits for every upload), and release the output folder."""
     acc, step = result.accelerator, result.state.global_step
     try:
+        if result.state.privacy and acc.is_main_process:
+            _card_privacy_section(Path(result.args.output_dir) / "README.md", result.state.privacy)
         if test:
             acc.log({f"test/{k}": v for k, v in test.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=step)
         if acc.is_main_process:
@@ -133,6 +135,22 @@ def finish_run(result: FitResult, test: dict | None = None) -> None:
         result.pusher.wait()
     finally:
         _release(acc)
+
+
+def _card_privacy_section(card_path: Path, privacy: dict) -> None:
+    """Append what a --dp run spent to its model card (every family's card, in one place)."""
+    if not card_path.is_file():
+        return
+    text = card_path.read_text()
+    if "\n## Privacy\n" in text:
+        return
+    card_path.write_text(text.rstrip() + (
+        "\n\n## Privacy\n\n"
+        f"Trained with DP-SGD (Opacus): ({privacy['epsilon']:.3g}, {privacy['delta']:.3g})-differential privacy for the training "
+        f"examples, {privacy['accountant']} accountant; noise multiplier {privacy['noise_multiplier']:.4g}, per-sample clipping "
+        f"norm {privacy['max_grad_norm']:.4g}, Poisson sampling rate {privacy['sample_rate']:.4g}, {privacy['steps']} steps. "
+        "The guarantee covers the weights; the logged training losses and gradient norms are not privatised.\n"
+    ))
 
 
 def _release(accelerator) -> None:
