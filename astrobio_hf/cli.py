@@ -10,6 +10,7 @@
     astrobio-hf data sachs [--subset observational|full] [--output DIR]   # Sachs et al. 2005 flow cytometry (cdt's copy)
     astrobio-hf data planet-world [--output DIR] [--n-planets N] [--seed S]   # synthetic planets with causal and counterfactual truth
     astrobio-hf train datacube|diffusion|pathway-vae|cnn-vit|climate-spectra|language-model|causal-world-model [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
+    astrobio-hf privacy datacube [--epsilons 1,3,8] [--output-root DIR] [config.yaml] [--key value ...]   # utility vs epsilon + membership attack
     astrobio-hf tune <family> [config.yaml] --space space.yaml --n-trials N [--storage sqlite:///...] [--pruner median|hyperband|none] [...]   # Optuna study over the recipe's fields
     astrobio-hf release RUN_DIR --name NAME --version 1.0.0 [--push REPO_ID] [--output-root model_cards]
     astrobio-hf convert legacy-pathway-vae PATH --output DIR [--graphs NPZ]
@@ -143,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--samples-per-condition", type=int, default=8)
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--seed", type=int, default=0)
+
+    privacy = sub.add_parser("privacy", help="utility against privacy: the recipe without DP and at several epsilons, with a membership attack")
+    privacy.add_argument("family", choices=["datacube"])
+    privacy.add_argument("--epsilons", default="1,3,8", help="comma list of target epsilons")
+    privacy.add_argument("--output-root", default="runs/privacy", help="one run folder per setting, and the report")
+    privacy.add_argument("--metric", default=None, help="test metric of metrics.json to report (default model/nrmse)")
+    privacy.add_argument("recipe_args", nargs=argparse.REMAINDER, help="[config.yaml] [--key value ...] of every run")
 
     tune = sub.add_parser("tune", help="Optuna study over any field of a recipe's dataclasses (each trial an ordinary run)")
     tune.add_argument("family", choices=sorted(FAMILIES))
@@ -309,6 +317,20 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         print(f"{len(rows)} settings evaluated; table in {args.run_dir}/eval/ and {args.run_dir}/README.md")
+        return 0
+
+    if args.command == "privacy":
+        from astrobio_hf.evaluation.privacy_report import run_privacy_report
+
+        # the report's own options may come anywhere after the family; the rest goes to every run of the recipe
+        own = argparse.ArgumentParser(add_help=False)
+        for flag in ("--epsilons", "--output-root", "--metric"):
+            own.add_argument(flag, default=getattr(args, flag.lstrip("-").replace("-", "_")))
+        opts, recipe_args = own.parse_known_args(list(args.recipe_args))
+        epsilons = [float(e) for e in opts.epsilons.split(",") if e.strip()]
+        report = run_privacy_report(args.family, recipe_args, epsilons, opts.output_root, metric=opts.metric)
+        args.output_root = opts.output_root
+        print(f"{len(report['rows'])} settings; report in {args.output_root}/privacy_report.md and privacy_utility.png")
         return 0
 
     if args.command == "tune":

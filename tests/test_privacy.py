@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -271,3 +273,36 @@ def test_datacube_recipe_trains_with_dp_and_its_card_states_the_budget(tmp_path)
     assert privacy["steps"] == 8 and 2.5 < privacy["epsilon"] <= 3.0 * (1 + 1e-3) and privacy["sample_rate"] == pytest.approx(1 / 4)  # Opacus: 1 / batches per epoch (25 windows, batch 8)
     card = (out / "README.md").read_text()
     assert "## Privacy" in card and f"({privacy['epsilon']:.3g}, {privacy['delta']:.3g})-differential privacy" in card
+
+
+def test_membership_auc_separates_only_what_differs():
+    from astrobio_hf.evaluation.privacy_report import membership_auc
+
+    rng = np.random.default_rng(0)
+    same = rng.normal(size=400)
+    assert abs(membership_auc(same[:200], same[200:])["auc"] - 0.5) < 0.08
+    assert membership_auc(np.zeros(50), np.ones(80))["auc"] == 1.0  # members' losses all lower: the attack wins
+    with pytest.raises(ValueError, match="at least 2 members"):
+        membership_auc(np.zeros(1), np.ones(5))
+
+
+def test_privacy_report_cli_trains_each_setting_and_writes_the_table(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from astrobio_hf.cli import main
+    from astrobio_hf.data.synth import synthesize_planets
+
+    data = tmp_path / "planets"
+    synthesize_planets(data, n_planets=9, n_climate_steps=12, n_levels=4, n_lat=8, n_lon=16, seed=3, series_per_shard=64)
+    tiny = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "datacube" / "tiny.yaml"
+    root = tmp_path / "report"
+    assert main(["privacy", "datacube", "--epsilons", "4", "--output-root", str(root), str(tiny), "--data_dir", str(data),
+                 "--per_device_batch_size", "8", "--max_steps", "4", "--ema_decay", "0"]) == 0
+    report = json.loads((root / "privacy_report.json").read_text())
+    assert [r["setting"] for r in report["rows"]] == ["no_dp", "epsilon_4"]
+    assert report["rows"][0]["privacy"] is None and report["rows"][1]["privacy"]["epsilon"] <= 4 * (1 + 1e-3)
+    assert all(0 <= r["attack"]["auc"] <= 1 and r["attack"]["members"] >= 2 for r in report["rows"])
+    assert (root / "privacy_utility.png").is_file() and "membership-attack AUC" in (root / "privacy_report.md").read_text()
+    assert main(["privacy", "datacube", "--epsilons", "0", "--output-root", str(root / "bad"), str(tiny)]) == 2
+    assert "expected positive budgets" in capsys.readouterr().err
