@@ -124,6 +124,8 @@ def _plot(report: dict, path: Path) -> None:
     axes[1].axhline(0.5, color="grey", ls=":", label="chance")
     axes[1].set(xscale="log", xlabel="epsilon spent", ylabel="membership-attack AUC", title="privacy")
     for ax in axes:
+        ax.set_xticks(eps, [f"{e:.2g}" for e in eps])
+        ax.minorticks_off()
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
