@@ -115,6 +115,8 @@ import numpy as np
 
 from astrobio_hf.physics import planets as phys
 
+from .schema_file import read_schema_json
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -890,18 +892,8 @@ def load_instruction_schema(data_dir: str | os.PathLike) -> dict[str, Any]:
 
     ``FileNotFoundError`` naming the missing file and how to build it; ``ValueError`` for unreadable JSON, another
     kind or version, or a schema without the shard list of every split."""
-    path = Path(data_dir) / SCHEMA_FILENAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: expected a planet instruction dataset in {data_dir}; {_BUILD_HINT}")
-    try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(schema, dict) or schema.get("kind") != SCHEMA_KIND:
-        got = schema.get("kind") if isinstance(schema, dict) else type(schema).__name__
-        raise ValueError(f"{path}: expected kind {SCHEMA_KIND!r}, got {got!r}")
-    if schema.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: expected version {FORMAT_VERSION}, got {schema.get('version')!r}")
+    path, schema = read_schema_json(data_dir, SCHEMA_FILENAME, kind=SCHEMA_KIND, what="a planet instruction dataset",
+                                    hint=_BUILD_HINT, version_key="version", version=FORMAT_VERSION)
     shards = schema.get("shards")
     if not isinstance(shards, dict) or sorted(shards) != sorted(SPLITS):
         got = sorted(shards) if isinstance(shards, dict) else repr(shards)

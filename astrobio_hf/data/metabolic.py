@@ -82,6 +82,8 @@ from typing import Any
 
 import numpy as np
 
+from .schema_file import read_schema_json
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -639,18 +641,8 @@ def load_metabolic_schema(data_dir: str | os.PathLike) -> dict[str, Any]:
 
     Raises ``FileNotFoundError`` naming the missing file and how to build it, ``ValueError`` for a schema of another
     kind or format version or with inconsistent feature lists."""
-    path = Path(data_dir) / SCHEMA_FILENAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: expected a metabolic graph dataset in {data_dir}; {_BUILD_HINT}")
-    try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(schema, dict) or schema.get("kind") != SCHEMA_KIND:
-        got = schema.get("kind") if isinstance(schema, dict) else type(schema).__name__
-        raise ValueError(f"{path}: expected kind {SCHEMA_KIND!r}, got {got!r}")
-    if schema.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: expected format_version {FORMAT_VERSION}, got {schema.get('format_version')!r}")
+    path, schema = read_schema_json(data_dir, SCHEMA_FILENAME, kind=SCHEMA_KIND, what="a metabolic graph dataset",
+                                    hint=_BUILD_HINT, version_key="format_version", version=FORMAT_VERSION)
     names = schema.get("node_feature_names") or []
     for key in ("feature_mean", "feature_std"):
         if len(schema.get(key) or []) != len(names):

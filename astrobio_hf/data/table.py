@@ -66,6 +66,8 @@ from typing import Any
 
 import numpy as np
 
+from .schema_file import read_schema_json
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_KIND = "table"
@@ -117,6 +119,16 @@ def _short(items, limit: int = 12) -> str:
     return repr(items[:limit])[:-1] + f", ... ({len(items)} in all)]"
 
 
+def _repeated(names) -> list:
+    """The names that occur more than once, in order of their first repeat."""
+    seen, dups = set(), []
+    for c in names:
+        if c in seen and c not in dups:
+            dups.append(c)
+        seen.add(c)
+    return dups
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -135,11 +147,7 @@ def _check_frame(frame) -> tuple[list[str], np.ndarray]:
     blank = [i for i, c in enumerate(names) if not c.strip()]
     if blank:
         raise ValueError(f"expected a name for every column, got blank name(s) at column position(s) {blank}")
-    seen, dups = set(), []
-    for c in names:
-        if c in seen and c not in dups:
-            dups.append(c)
-        seen.add(c)
+    dups = _repeated(names)
     if dups:
         raise ValueError(f"expected unique column names, got duplicate(s) {_short(dups)}")
     reserved = [c for c in names if c in RESERVED_COLUMNS]
@@ -388,18 +396,8 @@ def _write(output_dir, frame, *, units, transforms, edges, regimes, regime_targe
 def load_table_schema(data_dir: str | os.PathLike) -> dict[str, Any]:
     """Read and check ``schema.json`` of a table dataset folder (``FileNotFoundError`` when missing, ``ValueError``
     for unreadable JSON, another kind or version, or missing keys)."""
-    path = Path(data_dir) / SCHEMA_FILENAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: expected a table dataset in {data_dir}; {_BUILD_HINT}")
-    try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(schema, dict) or schema.get("kind") != SCHEMA_KIND:
-        got = schema.get("kind") if isinstance(schema, dict) else type(schema).__name__
-        raise ValueError(f"{path}: expected kind {SCHEMA_KIND!r}, got {got!r}")
-    if schema.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: expected format_version {FORMAT_VERSION}, got {schema.get('format_version')!r}")
+    path, schema = read_schema_json(data_dir, SCHEMA_FILENAME, kind=SCHEMA_KIND, what="a table dataset", hint=_BUILD_HINT,
+                                    version_key="format_version", version=FORMAT_VERSION)
     missing = [k for k in ("variables", "edges", "regimes", "splits", "rows") if k not in schema]
     if missing:
         raise ValueError(f"{path}: expected keys {missing} (missing), found {sorted(schema)}")
@@ -488,11 +486,7 @@ def _read_data_csv(path: Path, regime_column: str | None):
     if not rows:
         raise ValueError(f"expected a header row and data rows in {path}, got an empty file")
     header = [c.strip() for c in rows[0]]
-    seen, dups = set(), []
-    for c in header:
-        if c in seen and c not in dups:
-            dups.append(c)
-        seen.add(c)
+    dups = _repeated(header)
     if dups:
         raise ValueError(f"expected unique column names in {path}, got duplicate(s) {dups}")
     if regime_column is not None and regime_column not in header:

@@ -235,7 +235,7 @@ def evaluate_and_report(output_dir, model, train, val, schema, data_dir, state, 
     payload = write_metrics_json(
         output_dir, test, state, train_seconds=train_seconds, throughput=throughput, run_config=run_config, init_origin=init_origin,
         dataset={"name": dataset, "data_dir": str(data_dir), "rows": len(train), "val_rows": len(val), "source": schema.get("source")},
-        finalize=finalize_report, methods=[{k: v for k, v in p.items() if k != "graph"} | {"graph": p.get("graph")} for p in methods],
+        finalize=finalize_report, methods=methods,
         queries=queries,
     )
     plot_loss_curves(state.history, output_dir / "plots" / "loss.png", title="Causal world model", ylabel="path objective (val: last stage)")
