@@ -299,6 +299,23 @@ def test_recipe_runs_with_peers_and_card(table_dir, tmp_path):
     assert pd.read_csv(out / "graph.csv").columns.tolist() == ["Cause", "Effect", "weight"]
 
 
+def test_recipe_without_a_true_graph_compares_the_peers_to_the_model(table_dir, tmp_path):
+    """A table with no ground truth (a user's own data): the card says so and gives each peer's distance to this model."""
+    from astrobio_hf.data.table import ingest_table
+    from astrobio_hf.recipes.train_causal_world_model import main
+
+    source = table_dir.parent
+    ingest_table(source / "data.csv", tmp_path / "data", regime_column="condition", targets=source / "targets.csv")
+    out = tmp_path / "run"
+    summary = main([str(TINY), "--dataset", "table", "--data_dir", str(tmp_path / "data"), "--output_dir", str(out), "--report_to", "none",
+                    "--mechanism", "linear", "--peers", "pc,dagma_linear"])
+    assert not any(k.startswith("graph/") for k in summary["test"])
+    methods = {m["method"]: m for m in json.loads((out / "metrics.json").read_text())["methods"]}
+    assert "shd" not in methods["this model"] and set(methods["pc"]["to_this_model"]) == {"shd", "skeleton_f1", "edges"}
+    card = (out / "README.md").read_text()
+    assert "no ground-truth graph" in card and "SHD to this model" in card and "| dagma_linear |" in card
+
+
 def test_resume_is_exact(table_dir, tmp_path):
     from astrobio_hf.recipes.train_causal_world_model import main
 

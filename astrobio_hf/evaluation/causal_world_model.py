@@ -229,6 +229,9 @@ def evaluate_and_report(output_dir, model, train, val, schema, data_dir, state, 
         if p.get("status") == "ok" and "shd" in p:
             test[f"peers/{p['method']}/shd"] = p["shd"]
             test[f"peers/{p['method']}/f1"] = p["f1"]
+        elif p.get("status") == "ok" and p.get("graph") is not None:  # no truth: how far each peer is from this model
+            agreement = graph_metrics(np.asarray(p["graph"]), learned)
+            p["to_this_model"] = {k: agreement[k] for k in ("shd", "skeleton_f1", "edges")}
     queries = query_evaluation(model, train, data_dir, seed=seed)
     if queries:
         test.update({f"queries/{k}": v for k, v in queries["summary"].items()})
@@ -258,7 +261,12 @@ def build_card(model, methods, queries, payload, schema, dataset, finalize_repor
             + (" This model used background knowledge (tiers / forbidden / required edges) that the peers did not get."
                if model.config.tiers or model.config.forbidden_edges or model.config.required_edges else ""))
     else:
-        graph_text = "The dataset has no ground-truth graph: the learned graph is in `graph.csv`."
+        rows = [[p["method"], _fmt(p["to_this_model"]["edges"]), _fmt(p["to_this_model"]["shd"]), _fmt(p["to_this_model"]["skeleton_f1"]),
+                 f"{p.get('seconds', 0):.1f}"] for p in methods[1:] if "to_this_model" in p]
+        graph_text = (f"The dataset has no ground-truth graph. This model's graph has {int(np.asarray(methods[0]['graph']).sum())} "
+                      "edges (in `graph.csv`); the peers, run on the same standardised rows, differ from it by:")
+        graph_text += ("\n\n" + markdown_table(["method", "edges", "SHD to this model", "skeleton F1 to this model", "seconds"], rows)
+                       if rows else " (no peers were run)")
     sections["Evaluation"] = graph_text + "\n\n![graphs](plots/graphs.png)"
     if queries:
         rows = []
