@@ -1,7 +1,11 @@
-"""Launched by tests/test_privacy.py under `accelerate launch` (2 gloo processes): the toy regressor trained with
---dp through the shared loop; each rank writes its final weights and the privacy spent to OUT/rank<k>.json."""
+"""Run by tests/test_privacy.py: the toy regressor trained with --dp through the shared loop; each rank writes its
+final weights and the privacy spent to OUT/rank<k>.json. `python dp_fit_script.py OUT [OVERRIDES_JSON] [KILL_AT]`:
+OVERRIDES_JSON updates the TrainingArguments (e.g. per-device batch and accumulation); KILL_AT > 0 sends this process
+SIGKILL right after optimizer step KILL_AT (no clean exit, no final save). Under `accelerate launch`: 2 gloo processes."""
 
 import json
+import os
+import signal
 import sys
 
 import torch
@@ -21,13 +25,22 @@ class Regressor(nn.Module):
         return self.linear(x)
 
 
-def main(out: str) -> None:
+class KillAfter:
+    def __init__(self, step: int):
+        self.step = step
+
+    def after_step(self, state, accelerator):
+        if self.step and state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main(out: str, overrides: dict, kill_at: int) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 5, generator=g)
     y = (x @ torch.arange(1.0, 6.0)).unsqueeze(1)
-    args = TrainingArguments(output_dir=f"{out}/run", report_to="none", per_device_batch_size=16, checkpoint_every=100, ema_decay=0.0,
-                             learning_rate=0.05, warmup_ratio=0.0, num_epochs=3, eval_every=0, dp=True, max_grad_norm=1.0,
-                             noise_multiplier=0.8)
+    settings = dict(output_dir=f"{out}/run", report_to="none", per_device_batch_size=16, checkpoint_every=100, ema_decay=0.0,
+                    learning_rate=0.05, warmup_ratio=0.0, num_epochs=3, eval_every=0, dp=True, max_grad_norm=1.0, noise_multiplier=0.8)
+    args = TrainingArguments(**{**settings, **overrides})
     acc = start_run(args)
     torch.manual_seed(0)
     model = Regressor()
@@ -43,7 +56,7 @@ def main(out: str) -> None:
             return {"loss": nn.functional.mse_loss(m(x), y).item()}
 
     result = fit(acc, model, create_optimizer(model, args.learning_rate, 0.0), loader, args, loss_fn=loss_fn, evaluate=evaluate,
-                 micro_batches_per_epoch=len(loader), run_config=resolved_config(args), project="test")
+                 micro_batches_per_epoch=len(loader), run_config=resolved_config(args), project="test", hooks=[KillAfter(kill_at)])
     weights = [p.detach().flatten().tolist() for p in result.model.parameters()]
     with open(f"{out}/rank{acc.process_index}.json", "w") as f:
         json.dump({"weights": weights, "privacy": result.state.privacy, "steps": result.state.global_step,
@@ -52,4 +65,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}, int(sys.argv[3]) if len(sys.argv) > 3 else 0)

@@ -208,8 +208,6 @@ def test_dp_arguments_are_checked_before_any_work(tmp_path):
 
     with pytest.raises(ValueError, match="exactly one of --target_epsilon > 0 and --noise_multiplier > 0"):
         TrainingArguments(output_dir=str(tmp_path), dp=True)
-    with pytest.raises(ValueError, match="--gradient_accumulation_steps 1 with --dp"):
-        TrainingArguments(output_dir=str(tmp_path), dp=True, noise_multiplier=1.0, gradient_accumulation_steps=2)
     with pytest.raises(ValueError, match="--max_grad_norm > 0 with --dp"):
         TrainingArguments(output_dir=str(tmp_path), dp=True, noise_multiplier=1.0, max_grad_norm=0.0)
 
@@ -232,6 +230,11 @@ def test_resume_continues_the_accountants_history(tmp_path):
 
 
 def test_two_process_dp_run_keeps_identical_replicas_and_the_same_epsilon(tmp_path):
+    """2 gloo processes, per-device batch 8 x 2 virtual steps (global batch 32): each process cuts its own Poisson
+    draw into its own number of chunks (only the last all-reduces), one process adds the noise, the replicas stay
+    identical and the epsilon is the accountant's for q = 32/64 and 6 steps. (Opacus' make_private before
+    accelerate's prepare of the loader would replace Poisson sampling by sharding and let each rank add its own
+    noise: the replicas would differ.)"""
     import json
     import os
     import subprocess
@@ -242,7 +245,7 @@ def test_two_process_dp_run_keeps_identical_replicas_and_the_same_epsilon(tmp_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "WANDB_"))}
     env.update({"OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"})
     cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(root / "accelerate_configs" / "cpu_ddp.yaml"),
-           str(root / "tests" / "dp_fit_script.py"), str(tmp_path)]
+           str(root / "tests" / "dp_fit_script.py"), str(tmp_path), json.dumps({"per_device_batch_size": 8, "gradient_accumulation_steps": 2})]
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
@@ -250,7 +253,8 @@ def test_two_process_dp_run_keeps_identical_replicas_and_the_same_epsilon(tmp_pa
     from opacus.accountants import RDPAccountant
 
     peer = RDPAccountant()
-    peer.history = [(0.8, 0.25, 12)]
+    peer.history = [(0.8, 0.5, 6)]  # global batch 2 x 8 x 2 of 64: q = 0.5, 2 draws per epoch
+    assert ranks[0]["steps"] == ranks[0]["privacy"]["steps"] == 6
     assert ranks[0]["privacy"]["epsilon"] == pytest.approx(peer.get_epsilon(delta=1 / 64), rel=1e-9)
 
 
@@ -306,3 +310,116 @@ def test_privacy_report_cli_trains_each_setting_and_writes_the_table(tmp_path, c
     assert (root / "privacy_utility.png").is_file() and "membership-attack AUC" in (root / "privacy_report.md").read_text()
     assert main(["privacy", "datacube", "--epsilons", "0", "--output-root", str(root / "bad"), str(tiny)]) == 2
     assert "expected positive budgets" in capsys.readouterr().err
+
+
+def test_virtual_steps_give_the_big_batch_and_one_charge_per_step(tmp_path):
+    """--gradient_accumulation_steps under --dp is Opacus' virtual steps: per-device batch 8 x 2 accumulation steps
+    trains the same weights as per-device batch 16 (same Poisson draws, same noise, the clipped per-sample sums
+    added over the chunks), and the accountant is charged once per optimizer step (accelerate's own accumulation
+    charged every micro-step and applied only half the updates)."""
+    from opacus.accountants import RDPAccountant
+
+    big = _fit_dp(tmp_path / "big", noise_multiplier=0.8, per_device_batch_size=16)
+    virtual = _fit_dp(tmp_path / "virtual", noise_multiplier=0.8, per_device_batch_size=8, gradient_accumulation_steps=2)
+    assert virtual.state.global_step == big.state.global_step == 12
+    assert virtual.state.privacy["steps"] == 12 and virtual.state.privacy["sample_rate"] == pytest.approx(0.25)
+    peer = RDPAccountant()
+    peer.history = [(0.8, 0.25, 12)]
+    assert virtual.state.privacy["epsilon"] == pytest.approx(peer.get_epsilon(delta=1 / 64), rel=1e-9)
+    for a, b in zip(big.model.parameters(), virtual.model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # and the chunks did happen: a one-row physical batch is the per-example loop, same result again
+    single = _fit_dp(tmp_path / "single", noise_multiplier=0.8, per_device_batch_size=1, gradient_accumulation_steps=16)
+    for a, b in zip(big.model.parameters(), single.model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("global_token", [False, True])
+def test_cnn_vit_trains_privately_with_exact_per_sample_gradients(global_token):
+    """The CNN-ViT under Opacus: its nn.MultiheadAttention layers run as DPMultiheadAttention with the same outputs,
+    the [CLS] token and position table get their per-sample gradients from the family's own grad sampler, and every
+    parameter's per-sample gradient equals a per-example loop's; afterwards the family's own modules come back with
+    the same state-dict names and weights."""
+    import sys
+    from pathlib import Path
+
+    from opacus import GradSampleModule
+
+    from astrobio_hf.models.cnn_vit import CnnVitForParameterRegression
+    from astrobio_hf.training.privacy import register_family_grad_samplers, restore_attention, swap_attention
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_modeling_cnn_vit import hydrostatic_cube, tiny_config
+
+    torch.manual_seed(0)
+    config = tiny_config(global_token=global_token, dropout=0.0)
+    model = CnnVitForParameterRegression(config).double()
+    reference = CnnVitForParameterRegression(config).double()
+    reference.load_state_dict(model.state_dict())
+    x = hydrostatic_cube(config, batch_size=4)
+    labels = torch.tensor([[9.0, 29.0, 1361.0]], dtype=torch.float64) + torch.randn(4, 3, dtype=torch.float64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert swap_attention(model) == [f"cnn_vit.layers.{i}.layer.self_attn" for i in range(config.num_layers)]
+    model.eval()
+    reference.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).mean, reference(x).mean, atol=1e-12, rtol=0)
+    register_family_grad_samplers(model)
+    private = GradSampleModule(model)
+    private.train()
+    private(x, labels=labels).loss.backward()
+    reference.train()
+    per_example = []
+    for i in range(4):
+        reference.zero_grad()
+        reference(x[i: i + 1], labels=labels[i: i + 1]).loss.backward()
+        per_example.append({n: p.grad.clone() for n, p in reference.named_parameters()})
+    scale = max(g.abs().max().item() for grads in per_example for g in grads.values())
+    for name, p in model.named_parameters():
+        if ".self_attn." in name:  # q/k/v rows of the packed in_proj, out_proj as is
+            layer, _, leaf = name.partition(".self_attn.")
+            kind, _, what = leaf.partition(".")
+            if kind == "out_proj":
+                expected = torch.stack([g[f"{layer}.self_attn.out_proj.{what}"] for g in per_example])
+            else:
+                packed = torch.stack([g[f"{layer}.self_attn.in_proj_{what}"] for g in per_example])
+                d = packed.shape[1] // 3
+                expected = packed[:, "qkv".index(kind[0]) * d:("qkv".index(kind[0]) + 1) * d]
+        else:
+            expected = torch.stack([g[name] for g in per_example])
+        torch.testing.assert_close(p.grad_sample, expected, atol=1e-9 * scale, rtol=0, msg=name)
+    private.remove_hooks()
+    assert restore_attention(model) == config.num_layers
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], atol=0, rtol=0)
+
+
+def test_resume_after_sigkill_gives_the_same_weights_and_epsilon(tmp_path):
+    """A DP run killed with SIGKILL right after step 9 (last checkpoint: step 8) and started again with the same
+    command resumes from step 8 and ends with the weights and the epsilon of an uninterrupted run."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent / "dp_fit_script.py"
+    settings = json.dumps({"checkpoint_every": 4, "keep_checkpoints": 5})
+
+    def run(out, kill_at=0):
+        return subprocess.run([sys.executable, str(script), str(out), settings, str(kill_at)], capture_output=True, text=True,
+                              timeout=300, check=False, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+    straight = run(tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = run(tmp_path / "killed", kill_at=9)
+    assert killed.returncode == -signal.SIGKILL and not (tmp_path / "killed" / "rank0.json").exists()
+    resumed = run(tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming at step 8" in resumed.stderr
+    a, b = (json.loads((tmp_path / d / "rank0.json").read_text()) for d in ("straight", "killed"))
+    assert a["steps"] == b["steps"] == 12 and b["privacy"]["steps"] == 12
+    assert b["privacy"]["epsilon"] == pytest.approx(a["privacy"]["epsilon"], rel=1e-12)
+    assert b["weights"] == a["weights"]

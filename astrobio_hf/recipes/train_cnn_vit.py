@@ -141,18 +141,23 @@ def lr_multipliers(model_args: ModelArguments) -> dict[str, float]:
     }
 
 
-def make_loader(data_dir, split, schema, data_args, train_args, shuffle: bool, rank: int, world_size: int) -> DataLoader:
+def make_loader(data_dir, split, schema, data_args, train_args, shuffle: bool, rank: int, world_size: int,
+                in_memory: bool = False) -> DataLoader:
+    """A split's windows, streamed and split across processes; `in_memory` (the training split under --dp): every
+    window of the split in a list on every process, for Opacus' Poisson sampling by index (it shards the sampling)."""
     dataset = build_window_dataset(
         data_dir,
         split,
         context_steps=data_args.context_steps,
         stride={"train": data_args.stride, "validation": data_args.context_steps}.get(split, 2),
-        shuffle_buffer=data_args.shuffle_buffer if shuffle else 0,
+        shuffle_buffer=data_args.shuffle_buffer if shuffle and not in_memory else 0,
         seed=train_args.seed,
-        rank=rank,
-        world_size=world_size,
+        rank=0 if in_memory else rank,
+        world_size=1 if in_memory else world_size,
         schema=schema,
     )
+    if in_memory:
+        dataset = list(dataset)
     return DataLoader(dataset, batch_size=train_args.per_device_batch_size, collate_fn=collate_windows, num_workers=train_args.num_workers)
 
 
@@ -197,11 +202,11 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     )
 
     # 5. Datasets, streamed and split across processes; the ridge and regime baselines on the same training windows.
-    def loader(split, shuffle=False):
-        return make_loader(data_args.data_dir, split, schema, data_args, train_args, shuffle, rank, world)
+    def loader(split, shuffle=False, in_memory=False):
+        return make_loader(data_args.data_dir, split, schema, data_args, train_args, shuffle, rank, world, in_memory=in_memory)
 
     with accelerator.main_process_first():
-        train_loader, val_loader, test_loader = loader("train", shuffle=True), loader("validation"), loader("test")
+        train_loader, val_loader, test_loader = loader("train", shuffle=True, in_memory=train_args.dp), loader("validation"), loader("test")
     ridge = fit_ridge(loader("train"), val_loader, config, accelerator)
     regime_baselines = fit_regime_baselines(loader("train"), val_loader, config, accelerator) if config.num_regimes else None
     per_rank = [count_windows(schema, "train", data_args.context_steps, data_args.stride, rank=r, world_size=world) for r in range(world)]

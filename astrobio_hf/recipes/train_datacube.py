@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     # 7. The loop.
     result = fit(
         accelerator, model, optimizer, train_loader, train_args, loss_fn=compute_loss, evaluate=validate,
-        micro_batches_per_epoch=len(train_loader) if train_args.dp else batches_per_epoch(schema, data_args, train_args, accelerator),
+        micro_batches_per_epoch=batches_per_epoch(schema, data_args, train_args, accelerator),  # (--dp: fit counts the Poisson draws)
         run_config=run_config, project="datacube", hooks=hooks,
     )
 

@@ -112,11 +112,6 @@ class TrainingArguments:
                 raise ValueError(f"expected --max_grad_norm > 0 with --dp (the per-sample clipping norm), got {self.max_grad_norm}")
             if not 0 <= self.target_delta < 1:
                 raise ValueError(f"expected --target_delta in [0, 1) (0 = 1/N), got {self.target_delta}")
-            if self.gradient_accumulation_steps != 1:
-                raise ValueError(
-                    f"expected --gradient_accumulation_steps 1 with --dp (accelerate's accumulation would charge the accountant "
-                    f"for every micro-step; Opacus' virtual steps are not wired yet), got {self.gradient_accumulation_steps}"
-                )
         unknown = [n for n in self.trackers if n not in TRACKERS]
         if unknown:
             raise ValueError(f"expected --report_to a comma list of {list(TRACKERS)} or 'none', got {self.report_to!r}")

@@ -95,7 +95,9 @@ def start_run(args: TrainingArguments, *, dataloader_config=None) -> Accelerator
     GradientState._reset_state()
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        # --dp: Opacus accumulates (virtual steps over physical chunks of each Poisson batch, charged once); accelerate's
+        # own accumulation would scale every per-sample gradient by 1/k before clipping and skip updates it has charged
+        gradient_accumulation_steps=1 if args.dp else args.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,  # the schedule counts global optimizer steps
         log_with=args.trackers or None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
@@ -149,7 +151,10 @@ def _card_privacy_section(card_path: Path, privacy: dict) -> None:
         f"Trained with DP-SGD (Opacus): ({privacy['epsilon']:.3g}, {privacy['delta']:.3g})-differential privacy for the training "
         f"examples, {privacy['accountant']} accountant; noise multiplier {privacy['noise_multiplier']:.4g}, per-sample clipping "
         f"norm {privacy['max_grad_norm']:.4g}, Poisson sampling rate {privacy['sample_rate']:.4g}, {privacy['steps']} steps. "
-        "The guarantee covers the weights; the logged training losses and gradient norms are not privatised.\n"
+        f"The unit of privacy is one training example ({privacy.get('examples', '?')} in all, as the recipe cuts them: a "
+        "window of a series, a row, a dialogue); several examples from one source (the windows of one planet) are "
+        "protected together only at the weaker group level. The guarantee covers the weights; the logged training "
+        "losses are not privatised.\n"
     ))
 
 
@@ -200,7 +205,20 @@ def fit(
     output_dir = Path(args.output_dir)
     try:
         streamed = isinstance(train_loader.dataset, IterableDataset)
-        total_steps = steps_per_run(micro_batches_per_epoch, args)
+        swapped_attention = []
+        if args.dp:
+            from .privacy import poisson_source_loader, swap_attention
+
+            if streamed:
+                raise ValueError("--dp: expected a map-style dataset (Poisson sampling draws examples by index), got a streamed one")
+            swapped_attention = swap_attention(model, optimizer)
+            # one Poisson draw per optimizer step, of expected size the global batch; Opacus' virtual steps accumulate
+            train_loader = poisson_source_loader(
+                train_loader, args.per_device_batch_size * acc.num_processes * args.gradient_accumulation_steps)
+            micro_batches_per_epoch = len(train_loader)
+            total_steps = args.max_steps or micro_batches_per_epoch * args.num_epochs
+        else:
+            total_steps = steps_per_run(micro_batches_per_epoch, args)
         _apply_model_switches(model, args)
         logger.info("model summary\n%s", model_summary(model))
         ema = create_ema(model, args.ema_decay)
@@ -217,8 +235,6 @@ def fit(
             # loader for Poisson sampling (astrobio_hf.training.privacy; the other orders fail silently).
             from .privacy import make_private, register_accountant
 
-            if streamed:
-                raise ValueError("--dp: expected a map-style dataset (Poisson sampling draws examples by index), got a streamed one")
             delta = args.target_delta or 1.0 / len(train_loader.dataset)
             epochs = max(1, math.ceil(total_steps / micro_batches_per_epoch))
             model, optimizer, train_loader, engine = make_private(
@@ -267,20 +283,28 @@ def fit(
             logger.info("resuming at step %d (epoch %d, batch %d)", state.global_step, state.epoch, state.batches_in_epoch)
 
         if engine is not None:
-            evaluate = _with_privacy(evaluate, engine, optimizer, state, args, delta)
+            evaluate = _with_privacy(evaluate, engine, optimizer, state, args, delta, len(train_loader.dataset))
         timer = _run_loop(
             acc, model, unwrapped, optimizer, lr_scheduler, train_loader, args, state, ema, checkpoints, guard, pusher,
             loss_fn=loss_fn, evaluate=evaluate, micro_per_epoch=micro_batches_per_epoch, total_steps=total_steps,
             streamed=streamed, selection_metric=selection_metric, history_keys=history_keys, hooks=hooks,
-            samples_in=samples_in or (lambda batch: args.per_device_batch_size), eval_every_epochs=max(1, eval_every_epochs),
+            samples_in=samples_in or (_rows_in if args.dp else (lambda batch: args.per_device_batch_size)), eval_every_epochs=max(1, eval_every_epochs),
             checkpoint_at_epoch_end=checkpoint_at_epoch_end,
         )
         if state.patience_exhausted(args.early_stopping_patience):
             logger.info("early stopping: %d validations without improvement", state.evals_without_improvement)
         if engine is not None:
-            _record_privacy(engine, optimizer, state, args, delta)
+            _record_privacy(engine, optimizer, state, args, delta, len(train_loader.dataset))
             logger.info("privacy spent: %s", state.privacy)
         checkpoints.restore_best_weights(state)  # weights + EMA of the best validation step, this run's history
+        if swapped_attention:  # the family's own attention modules again, with the trained (or EMA) weights
+            from .privacy import restore_attention
+
+            if ema is not None:
+                ema.copy_to([p for p in unwrapped.parameters() if p.requires_grad])
+                ema = None
+                logger.info("DP-SGD: the EMA weights are the final weights (the attention modules are rebuilt)")
+            restore_attention(unwrapped)
         return FitResult(acc, unwrapped, ema, state, timer.summary(), pusher, checkpoints, args)
     except BaseException:
         # a hook's stop (pruning), a bad input, a non-finite run: free the folder and flush the trackers
@@ -295,6 +319,8 @@ def fit(
 def _run_loop(acc, model, unwrapped, optimizer, lr_scheduler, train_loader, args, state, ema, checkpoints, guard, pusher, *,
               loss_fn, evaluate, micro_per_epoch, total_steps, streamed, selection_metric, history_keys, hooks, samples_in,
               eval_every_epochs, checkpoint_at_epoch_end) -> LoopTimer:
+    if args.dp:
+        from .privacy import private_step
     progress = tqdm(total=total_steps, initial=state.global_step, disable=not acc.is_main_process, desc="train")
     names = None  # the loss and the family's terms, in the order of the first micro-batch
     sums = None  # running sums of the loss and its terms since the last log, one tensor (no host sync)
@@ -308,11 +334,15 @@ def _run_loop(acc, model, unwrapped, optimizer, lr_scheduler, train_loader, args
     while not stop:
         for batch in _epoch_batches(acc, train_loader, state, micro_per_epoch, streamed):
             state.batches_in_epoch += 1
-            with acc.accumulate(model):
-                loss, terms = loss_fn(model, batch, state)
-                acc.backward(loss)
-                grad_norm, step_ok = guarded_optimizer_step(acc, model, optimizer, lr_scheduler, guard, loss,
-                                                            0.0 if args.dp else args.max_grad_norm)  # DP: Opacus clips per sample
+            if args.dp:  # one Poisson draw: Opacus clips per sample, accumulates over physical chunks, adds noise once
+                loss, terms, step_ok = private_step(acc, model, optimizer, lr_scheduler, guard, loss_fn, batch, state,
+                                                    physical_batch_size=args.per_device_batch_size)
+                grad_norm = None
+            else:
+                with acc.accumulate(model):
+                    loss, terms = loss_fn(model, batch, state)
+                    acc.backward(loss)
+                    grad_norm, step_ok = guarded_optimizer_step(acc, model, optimizer, lr_scheduler, guard, loss, args.max_grad_norm)
             if names is None:
                 names = ["loss", *terms]
             values = torch.stack([v.detach().float().reshape(()) if torch.is_tensor(v) else torch.tensor(float(v), device=acc.device)
@@ -367,6 +397,12 @@ def _run_loop(acc, model, unwrapped, optimizer, lr_scheduler, train_loader, args
     return timer
 
 
+def _rows_in(batch) -> int:
+    from accelerate.utils import find_batch_size
+
+    return find_batch_size(batch) or 0
+
+
 def _epoch_batches(acc, train_loader, state, micro_per_epoch, streamed):
     """The micro-batches left in the current epoch, from the saved position on."""
     if streamed:
@@ -382,10 +418,11 @@ def _epoch_batches(acc, train_loader, state, micro_per_epoch, streamed):
     yield from (acc.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader)
 
 
-def _record_privacy(engine, optimizer, state, args, delta) -> dict:
+def _record_privacy(engine, optimizer, state, args, delta, examples) -> dict:
     from .privacy import privacy_spent
 
     spent = privacy_spent(engine, optimizer, delta=delta, max_grad_norm=args.max_grad_norm)
+    spent.examples = examples
     state.privacy = spent.as_dict()
     if args.target_epsilon and spent.epsilon > args.target_epsilon * (1 + 1e-3):
         raise RuntimeError(
@@ -395,12 +432,12 @@ def _record_privacy(engine, optimizer, state, args, delta) -> dict:
     return state.privacy
 
 
-def _with_privacy(evaluate, engine, optimizer, state, args, delta):
+def _with_privacy(evaluate, engine, optimizer, state, args, delta, examples):
     """Every validation also reports the epsilon spent so far (and stops the run once a target is exceeded)."""
 
     def evaluate_with_epsilon(model, st):
         values = evaluate(model, st)
-        return {**values, "epsilon": _record_privacy(engine, optimizer, state, args, delta)["epsilon"]}
+        return {**values, "epsilon": _record_privacy(engine, optimizer, state, args, delta, examples)["epsilon"]}
 
     return evaluate_with_epsilon
 

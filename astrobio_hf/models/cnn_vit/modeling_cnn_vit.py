@@ -240,6 +240,17 @@ class CnnVitEmbeddings(nn.Module):
             cls = cls + self.global_projection(global_features)[:, None]
         return torch.cat([cls, tokens], dim=1) + self.position_embeddings  # (B, 1 + N, D)
 
+    def per_sample_gradients(self, activations, backprops: torch.Tensor) -> dict:
+        """Each example's gradient of this module's own parameters, for DP-SGD (Opacus calls it; the patch
+        convolution and the global projection have Opacus' own): the output is `[CLS; tokens] + positions`, so an
+        example's position-table gradient is its output gradient and its [CLS] gradient that of the first row."""
+        grads = {}
+        if self.position_embeddings.requires_grad:
+            grads[self.position_embeddings] = backprops[:, None]  # (B, 1, 1 + N, D)
+        if self.cls_token.requires_grad:
+            grads[self.cls_token] = backprops[:, None, :1]  # (B, 1, 1, D)
+        return grads
+
 
 class CnnVitLayer(GradientCheckpointingLayer):
     """One pre-norm ViT encoder layer (`torch.nn.TransformerEncoderLayer`: self-attention + GELU MLP)."""
@@ -339,7 +350,8 @@ class CnnVitModel(CnnVitPreTrainedModel):
         features = self.stem(hidden)  # (B, C, Y', X')
 
         # 3. Patch tokens + [CLS] + positions, ViT encoder
-        tokens = self.embeddings(features, hidden.mean(dim=(-2, -1)) if self.config.global_token else None)  # (B, 1 + N, D)
+        # (no None argument without the global token: Opacus' hooks keep every positional input)
+        tokens = self.embeddings(features, hidden.mean(dim=(-2, -1))) if self.config.global_token else self.embeddings(features)  # (B, 1 + N, D)
         for layer in self.layers:
             tokens = layer(tokens)
         tokens = self.final_norm(tokens)  # (B, 1 + N, D)
