@@ -104,17 +104,27 @@ def pad_collate(features: Sequence[dict], pad_token_id: int) -> dict:
     return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels, "logits_to_keep": keep}
 
 
-def answer_loss(model, batch: dict):
+def answer_loss(model, batch: dict, per_example: bool = False):
     """(mean cross-entropy over the answer tokens, number of those tokens): the model's own loss for a packed
-    batch; for a padded one, the LM head runs on the last `logits_to_keep` positions only (see `pad_collate`)."""
+    batch; for a padded one, the LM head runs on the last `logits_to_keep` positions only (see `pad_collate`).
+    `per_example` (DP-SGD): the mean over the examples of each example's mean answer-token loss, so that an
+    example's gradient does not depend on the answer lengths of the others in its batch (the per-sample clipping
+    bound needs that); a padded batch only."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     labels = batch["labels"]
     if "logits_to_keep" not in batch:
+        if per_example:
+            raise ValueError("expected a padded batch for a per-example answer loss (--dp), got a packed one (--packing true)")
         out = model(**inputs, labels=labels, use_cache=False)
         return out.loss, int((labels[:, 1:] != IGNORE_INDEX).sum())
     keep = int(batch["logits_to_keep"])
     logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits  # (B, keep, V)
     targets = labels[:, -keep + 1:]  # position t predicts token t + 1
+    if per_example:
+        token_losses = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+                                                         reduction="none")  # (B, keep - 1)
+        counts = (targets != IGNORE_INDEX).sum(dim=1)
+        return (token_losses.sum(dim=1) / counts.clamp(min=1)).mean(), int(counts.sum())
     loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
     return loss, int((targets != IGNORE_INDEX).sum())
 

@@ -131,10 +131,18 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     logger.info("%s base (%s), LoRA r=%d alpha=%g on %s: %d trainable of %d parameters (%.2f%%)", model_args.base_model,
                 model_args.quantization, model_args.lora_rank, model_args.lora_alpha, model_args.target_modules, trainable, total, 100 * trainable / total)
 
-    # 4. Optimizer over the adapters only; 5. the training stream (this process's shards, seeded order per epoch).
+    # 4. Optimizer over the adapters only; 5. the training stream (this process's shards, seeded order per epoch; --dp:
+    # the rows in memory).
     optimizer = create_optimizer(model, train_args.learning_rate, train_args.weight_decay, (train_args.adam_beta1, train_args.adam_beta2))
-    stream = instruction_stream(data_args.data_dir, "train", seed=train_args.seed, rank=accelerator.process_index,
-                                world_size=accelerator.num_processes, shuffle_buffer=data_args.shuffle_buffer, tasks=tasks)
+    if train_args.dp:  # Poisson sampling by index over every training row, on every process (Opacus shards the draws)
+        if data_args.packing:
+            raise ValueError("--packing: expected false with --dp (a packed batch is one row, so no example has its own gradient to clip)")
+        stream = load_instruction_split(data_args.data_dir, "train", streaming=False)
+        if tasks:
+            stream = stream.filter(lambda row: row["task"] in schema["tasks"])
+    else:
+        stream = instruction_stream(data_args.data_dir, "train", seed=train_args.seed, rank=accelerator.process_index,
+                                    world_size=accelerator.num_processes, shuffle_buffer=data_args.shuffle_buffer, tasks=tasks)
     # its own generator: a DataLoader iterator draws its base seed from the global torch RNG otherwise, which would
     # shift LoRA's dropout masks after a resume (the resumed run starts one iterator more than the straight one)
     train_loader = DataLoader(stream, batch_size=train_args.per_device_batch_size, collate_fn=InstructionCollator(encoder, data_args.packing),
@@ -158,7 +166,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     # 7. The family's part: cross-entropy on the answer tokens only (the prompt and padding are -100).
     def compute_loss(model, batch, state):
         batch = {k: v.to(accelerator.device) if hasattr(v, "to") else v for k, v in batch.items()}
-        loss, tokens = answer_loss(model, batch)
+        loss, tokens = answer_loss(model, batch, per_example=train_args.dp)
         return loss, {"answer_tokens": float(tokens)}
 
     def validate(model, state):  # every process scores the same validation rows (no collectives, identical numbers)

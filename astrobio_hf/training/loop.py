@@ -236,10 +236,9 @@ def fit(
             from .privacy import make_private, register_accountant
 
             delta = args.target_delta or 1.0 / len(train_loader.dataset)
-            epochs = max(1, math.ceil(total_steps / micro_batches_per_epoch))
             model, optimizer, train_loader, engine = make_private(
                 acc, model, optimizer, train_loader, max_grad_norm=args.max_grad_norm, target_delta=delta,
-                noise_multiplier=args.noise_multiplier or None, target_epsilon=args.target_epsilon or None, epochs=epochs,
+                noise_multiplier=args.noise_multiplier or None, target_epsilon=args.target_epsilon or None, steps=total_steps,
                 accountant=args.dp_accountant, clipping=args.dp_clipping,
             )
             lr_scheduler = acc.prepare(lr_scheduler)

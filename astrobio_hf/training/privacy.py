@@ -264,10 +264,10 @@ def refuse_unsupported_layers(model: nn.Module) -> None:
 
 
 def make_private(accelerator, model: nn.Module, optimizer, train_loader, *, max_grad_norm: float, target_delta: float,
-                 noise_multiplier: float | None = None, target_epsilon: float | None = None, epochs: int | None = None,
+                 noise_multiplier: float | None = None, target_epsilon: float | None = None, steps: int | None = None,
                  accountant: str = "rdp", clipping: str = "flat", secure_mode: bool = False):
     """Prepare `model` and `optimizer` with accelerate, then make them private with Opacus over the raw
-    `train_loader` (Poisson sampling). Give `noise_multiplier`, or `target_epsilon` with `epochs` (Opacus finds the
+    `train_loader` (Poisson sampling). Give `noise_multiplier`, or `target_epsilon` with the run's optimizer `steps` (Opacus finds the
     noise for that budget). Returns `(model, optimizer, private_loader, engine)`."""
     from opacus import PrivacyEngine
 
@@ -282,8 +282,8 @@ def make_private(accelerator, model: nn.Module, optimizer, train_loader, *, max_
     if (noise_multiplier is None) == (target_epsilon is None):
         raise ValueError("--dp: expected exactly one of --noise_multiplier and --target_epsilon, got "
                          + ("both" if noise_multiplier is not None else "neither"))
-    if target_epsilon is not None and not (target_epsilon > 0 and epochs):
-        raise ValueError(f"--target_epsilon: expected a positive budget and the run's epochs, got {target_epsilon} over {epochs} epochs")
+    if target_epsilon is not None and not (target_epsilon > 0 and steps):
+        raise ValueError(f"--target_epsilon: expected a positive budget and the run's steps, got {target_epsilon} over {steps} steps")
     refuse_unsupported_layers(model)
     register_family_grad_samplers(model)
     model, optimizer = accelerator.prepare(model, optimizer)  # first: accelerate's DDP wrapper, then Opacus
@@ -296,10 +296,13 @@ def make_private(accelerator, model: nn.Module, optimizer, train_loader, *, max_
                   poisson_sampling=True, clipping=clipping)
     # (several processes: Opacus sees accelerate's DDP wrapper and shards the Poisson sampling and the noise itself)
     if target_epsilon is not None:
-        model, optimizer, loader = engine.make_private_with_epsilon(target_epsilon=target_epsilon, target_delta=target_delta,
-                                                                    epochs=epochs, **common)
-    else:
-        model, optimizer, loader = engine.make_private(noise_multiplier=noise_multiplier, **common)
+        # the noise for exactly the steps this run takes (Opacus' make_private_with_epsilon counts whole epochs, which
+        # over-noises a --max_steps run that stops inside an epoch)
+        from opacus.accountants.utils import get_noise_multiplier
+
+        noise_multiplier = get_noise_multiplier(target_epsilon=target_epsilon, target_delta=target_delta, sample_rate=1 / len(train_loader),
+                                                steps=steps, accountant=accountant, epsilon_tolerance=0.005)
+    model, optimizer, loader = engine.make_private(noise_multiplier=noise_multiplier, **common)
     logger.info(
         "DP-SGD: noise multiplier %.4g, clipping %s at %.4g, sampling rate %.4g (Poisson), %s accountant, delta %.3g",
         optimizer.noise_multiplier, clipping, max_grad_norm, 1 / len(loader), accountant, target_delta,
