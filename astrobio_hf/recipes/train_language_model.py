@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     if train_args.push_to_hub and train_args.hub_strategy != "end":
         raise ValueError(f"expected --hub_strategy end for the language model (its checkpoints hold adapter tensors "
                          f"only, not a loadable model), got {train_args.hub_strategy!r}")
+    if train_args.dp and data_args.packing:
+        raise ValueError("--packing: expected false with --dp (a packed batch is one row, so no example has its own gradient to clip)")
     output_dir = Path(train_args.output_dir)
     run_config = resolved_config(data_args, model_args, train_args)
 
@@ -135,8 +137,6 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     # the rows in memory).
     optimizer = create_optimizer(model, train_args.learning_rate, train_args.weight_decay, (train_args.adam_beta1, train_args.adam_beta2))
     if train_args.dp:  # Poisson sampling by index over every training row, on every process (Opacus shards the draws)
-        if data_args.packing:
-            raise ValueError("--packing: expected false with --dp (a packed batch is one row, so no example has its own gradient to clip)")
         stream = load_instruction_split(data_args.data_dir, "train", streaming=False)
         if tasks:
             stream = stream.filter(lambda row: row["task"] in schema["tasks"])
