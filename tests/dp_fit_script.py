@@ -44,7 +44,7 @@ def main(out: str, overrides: dict, kill_at: int) -> None:
     acc = start_run(args)
     torch.manual_seed(0)
     model = Regressor()
-    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    loader = DataLoader(TensorDataset(x, y), batch_size=args.per_device_batch_size)
 
     def loss_fn(m, batch, state):
         bx, by = batch
@@ -56,7 +56,7 @@ def main(out: str, overrides: dict, kill_at: int) -> None:
             return {"loss": nn.functional.mse_loss(m(x), y).item()}
 
     result = fit(acc, model, create_optimizer(model, args.learning_rate, 0.0), loader, args, loss_fn=loss_fn, evaluate=evaluate,
-                 micro_batches_per_epoch=len(loader), run_config=resolved_config(args), project="test", hooks=[KillAfter(kill_at)])
+                 micro_batches_per_epoch=-(-len(loader) // acc.num_processes), run_config=resolved_config(args), project="test", hooks=[KillAfter(kill_at)])
     weights = [p.detach().flatten().tolist() for p in result.model.parameters()]
     with open(f"{out}/rank{acc.process_index}.json", "w") as f:
         json.dump({"weights": weights, "privacy": result.state.privacy, "steps": result.state.global_step,
