@@ -125,6 +125,11 @@ def test_rerun_skips_finished_phases_and_a_changed_phase_reruns_with_every_later
     assert (copy / "forecaster.stale-1" / "model.safetensors").is_file()  # the old run kept aside, not deleted
     _same_weights(copy / "encoder", out / "encoder")
     _same_weights(copy / "finetune", out / "finetune")  # its inputs (the encoder) did not change: same result
+    caplog.clear()
+    forced = run_pipeline(changed, start="finetune")  # --from: that phase again, nothing before it
+    assert forced["phases"]["forecaster"]["finished_at"] == after["phases"]["forecaster"]["finished_at"]
+    assert forced["phases"]["finetune"]["finished_at"] != after["phases"]["finetune"]["finished_at"]
+    assert "phase finetune: --from: rerunning it" in caplog.text and (copy / "finetune.stale-1").is_dir()
 
 
 def test_missing_inputs_and_bad_arguments_fail_before_any_phase(planets, tmp_path):
