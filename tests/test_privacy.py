@@ -336,7 +336,7 @@ def test_virtual_steps_give_the_big_batch_and_one_charge_per_step(tmp_path):
 
 @pytest.mark.parametrize("global_token", [False, True])
 def test_cnn_vit_trains_privately_with_exact_per_sample_gradients(global_token):
-    """The CNN-ViT under Opacus: its nn.MultiheadAttention layers run as DPMultiheadAttention with the same outputs,
+    """The CNN-ViT under Opacus: its nn.MultiheadAttention layers run as PerSampleAttention with the same outputs,
     the [CLS] token and position table get their per-sample gradients from the family's own grad sampler, and every
     parameter's per-sample gradient equals a per-example loop's; afterwards the family's own modules come back with
     the same state-dict names and weights."""

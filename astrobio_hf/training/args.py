@@ -68,7 +68,7 @@ class TrainingArguments:
         metadata={"help": "Start from these weights: a local release or run folder, or a Hub repo id owner/name[@revision]."},
     )
     # Differential privacy (DP-SGD with Opacus, astrobio_hf.training.privacy): --max_grad_norm is the per-sample clipping norm.
-    dp: bool = field(default=False, metadata={"help": "Train with DP-SGD (Opacus): per-sample clipping to --max_grad_norm, Gaussian noise, Poisson sampling, an accountant."})
+    dp: bool = field(default=False, metadata={"help": "Train with DP-SGD (Opacus): per-sample clipping to --max_grad_norm, Gaussian noise, Poisson sampling of the global batch, an accountant; --gradient_accumulation_steps are Opacus virtual steps."})
     target_epsilon: float = field(default=0.0, metadata={"help": "With --dp: the privacy budget; Opacus picks the noise for the run's epochs (0 = give --noise_multiplier)."})
     target_delta: float = field(default=0.0, metadata={"help": "With --dp: delta; 0 = 1 / (number of training examples)."})
     noise_multiplier: float = field(default=0.0, metadata={"help": "With --dp: noise std / clipping norm, instead of --target_epsilon."})
