@@ -54,6 +54,7 @@ from .models.datacube_unet import (
 )
 from .models.legacy_pathway_vae import LegacyPathwayVAEConfig, LegacyPathwayVAEModel, LegacyPathwayVAEOutput
 from .models.pathway_vae import PathwayVAEConfig, PathwayVAEModel, PathwayVAEOutput
+from .models.planet_projector import PlanetProjector, PlanetProjectorConfig
 
 
 __version__ = "0.1.0"
@@ -72,6 +73,8 @@ AutoConfig.register("legacy_pathway_vae", LegacyPathwayVAEConfig, exist_ok=True)
 AutoModel.register(LegacyPathwayVAEConfig, LegacyPathwayVAEModel, exist_ok=True)
 AutoConfig.register("pathway_vae", PathwayVAEConfig, exist_ok=True)
 AutoModel.register(PathwayVAEConfig, PathwayVAEModel, exist_ok=True)
+AutoConfig.register("planet_projector", PlanetProjectorConfig, exist_ok=True)
+AutoModel.register(PlanetProjectorConfig, PlanetProjector, exist_ok=True)
 
 __all__ = [
     "CausalWorldModel",
@@ -95,5 +98,7 @@ __all__ = [
     "PathwayVAEConfig",
     "PathwayVAEModel",
     "PathwayVAEOutput",
+    "PlanetProjector",
+    "PlanetProjectorConfig",
     "__version__",
 ]
