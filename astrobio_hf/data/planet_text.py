@@ -48,25 +48,30 @@ def window_facts(data_dir, split: str, *, context_steps: int, stride: int = 1, s
     context and stride), streamed from the shards."""
     from .schema import DatasetSchema
     from .streaming import build_window_dataset
-    from .synth import global_mean_surface_temperature
 
     schema = schema or DatasetSchema.from_dir(data_dir)
+    windows = build_window_dataset(data_dir, split, context_steps=context_steps, stride=stride, shuffle_buffer=0, seed=0, rank=0,
+                                   world_size=1, schema=schema)
+    for w in windows:
+        yield facts_of_window(w, schema)
+
+
+def facts_of_window(w: dict, schema) -> WindowFacts:
+    """The facts of one streamed window (a row of `build_window_dataset`)."""
+    from .synth import global_mean_surface_temperature
+
     names = list(schema.variable_names)
     if "T" not in names:
         raise ValueError(f"expected a temperature variable 'T' for the surface temperature, got variables {names}")
     regimes = list(schema.planet_regime_names or [])
-    lat = np.asarray(schema.lat_values, dtype=np.float64)
-    windows = build_window_dataset(data_dir, split, context_steps=context_steps, stride=stride, shuffle_buffer=0, seed=0, rank=0,
-                                   world_size=1, schema=schema)
-    for w in windows:
-        cube = np.asarray(w["inputs"], dtype=np.float64).reshape([int(s) for s in w["window_shape"]])  # (V, Tc, Tg, Z, Y, X)
-        T = cube[names.index("T"), :, -1]  # the present geological epoch: (Tc, Z, Y, X)
-        regime = regimes[int(w["planet_regime"])] if regimes and "planet_regime" in w and int(w["planet_regime"]) >= 0 else None
-        yield WindowFacts(
-            planet_id=str(w["planet_id"]), segment=int(w["segment"]), start=int(w["start"]),
-            params={n: float(v) for n, v in zip(schema.planet_param_names, np.asarray(w["planet_params"], dtype=np.float64))},
-            regime=regime, surface_temperature_k=float(global_mean_surface_temperature(T, lat)),
-        )
+    cube = np.asarray(w["inputs"], dtype=np.float64).reshape([int(s) for s in w["window_shape"]])  # (V, Tc, Tg, Z, Y, X)
+    T = cube[names.index("T"), :, -1]  # the present geological epoch: (Tc, Z, Y, X)
+    regime = regimes[int(w["planet_regime"])] if regimes and "planet_regime" in w and int(w["planet_regime"]) >= 0 else None
+    return WindowFacts(
+        planet_id=str(w["planet_id"]), segment=int(w["segment"]), start=int(w["start"]),
+        params={n: float(v) for n, v in zip(schema.planet_param_names, np.asarray(w["planet_params"], dtype=np.float64))},
+        regime=regime, surface_temperature_k=float(global_mean_surface_temperature(T, np.asarray(schema.lat_values, dtype=np.float64))),
+    )
 
 
 def flux_terciles(train_facts: Sequence[WindowFacts]) -> tuple[float, float]:
@@ -150,4 +155,4 @@ def planet_text_rows(data_dir, split: str, *, context_steps: int, stride: int = 
     return {"descriptions": descriptions, "questions": rows, "terciles": terciles, "types": types}
 
 
-__all__ = ["QUESTION_TYPES", "WindowFacts", "describe", "flux_terciles", "planet_text_rows", "question_types", "questions", "window_facts"]
+__all__ = ["QUESTION_TYPES", "WindowFacts", "describe", "facts_of_window", "flux_terciles", "planet_text_rows", "question_types", "questions", "window_facts"]
