@@ -54,6 +54,7 @@ from .models.datacube_unet import (
 )
 from .models.legacy_pathway_vae import LegacyPathwayVAEConfig, LegacyPathwayVAEModel, LegacyPathwayVAEOutput
 from .models.pathway_vae import PathwayVAEConfig, PathwayVAEModel, PathwayVAEOutput
+from .models.planet_assistant import PlanetAssistant, PlanetAssistantConfig
 from .models.planet_projector import PlanetProjector, PlanetProjectorConfig
 
 
@@ -73,6 +74,8 @@ AutoConfig.register("legacy_pathway_vae", LegacyPathwayVAEConfig, exist_ok=True)
 AutoModel.register(LegacyPathwayVAEConfig, LegacyPathwayVAEModel, exist_ok=True)
 AutoConfig.register("pathway_vae", PathwayVAEConfig, exist_ok=True)
 AutoModel.register(PathwayVAEConfig, PathwayVAEModel, exist_ok=True)
+AutoConfig.register("planet_assistant", PlanetAssistantConfig, exist_ok=True)
+AutoModel.register(PlanetAssistantConfig, PlanetAssistant, exist_ok=True)
 AutoConfig.register("planet_projector", PlanetProjectorConfig, exist_ok=True)
 AutoModel.register(PlanetProjectorConfig, PlanetProjector, exist_ok=True)
 
@@ -98,6 +101,8 @@ __all__ = [
     "PathwayVAEConfig",
     "PathwayVAEModel",
     "PathwayVAEOutput",
+    "PlanetAssistant",
+    "PlanetAssistantConfig",
     "PlanetProjector",
     "PlanetProjectorConfig",
     "__version__",

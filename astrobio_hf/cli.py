@@ -9,7 +9,7 @@
     astrobio-hf data table FILE.csv --output DIR [--graph EDGES.csv] [--regime-column C --targets REGIMES.csv] [--units a=u] [--log1p COLS|all]   # numeric table for causal discovery
     astrobio-hf data sachs [--subset observational|full] [--output DIR]   # Sachs et al. 2005 flow cytometry (cdt's copy)
     astrobio-hf data planet-world [--output DIR] [--n-planets N] [--seed S]   # synthetic planets with causal and counterfactual truth
-    astrobio-hf train datacube|diffusion|pathway-vae|cnn-vit|climate-spectra|language-model|causal-world-model|planet-projector [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
+    astrobio-hf train datacube|diffusion|pathway-vae|cnn-vit|climate-spectra|language-model|causal-world-model|planet-projector|planet-assistant [config.yaml] [--key value ...]   # same code as recipes/train_<family>.py
     astrobio-hf pipeline PIPELINE.yaml [--only PHASE] [--from PHASE]   # phases of recipes in order; skips finished ones, resumes, reruns what changed
     astrobio-hf privacy datacube|cnn-vit|language-model [--epsilons 1,3,8] [--output-root DIR] [config.yaml] [--key value ...]   # utility vs epsilon + membership attack
     astrobio-hf tune <family> [config.yaml] --space space.yaml --n-trials N [--storage sqlite:///...] [--pruner median|hyperband|none] [...]   # Optuna study over the recipe's fields
@@ -37,6 +37,7 @@ FAMILIES = {
     "language-model": "astrobio_hf.recipes.train_language_model",
     "causal-world-model": "astrobio_hf.recipes.train_causal_world_model",
     "planet-projector": "astrobio_hf.recipes.train_planet_projector",
+    "planet-assistant": "astrobio_hf.recipes.train_planet_assistant",
 }
 
 

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from astrobio_hf.data.synth import PLANET_POPULATION_DIR, ensure_planet_population
+
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -299,6 +301,7 @@ def run_pipeline(path: str | os.PathLike, only: str | None = None, start: str | 
         selected = pipeline.phases[names.index(start):]
     # every check before any work: the recipes' arguments, and inputs that will exist when their phase starts
     configs = {}
+    synthesise_planets = False
     for phase in selected:
         configs[phase.name] = _resolved_config(phase)
         for arg, ref in phase.inputs.items():
@@ -311,7 +314,13 @@ def run_pipeline(path: str | os.PathLike, only: str | None = None, start: str | 
                 raise FileNotFoundError(f"phase {phase.name}: input --{arg} {_input_path(pipeline, ref)} does not exist")
         for key, value in phase.overrides.items():  # a folder or file the user names must exist now
             if (key.endswith(("_dir", "_file")) or key == "init_from") and key != "output_dir" and not Path(str(value)).exists():
+                if key == "data_dir" and Path(str(value)).resolve() == Path(PLANET_POPULATION_DIR).resolve():
+                    synthesise_planets = True  # the embedded default: made below, once the checks pass
+                    continue
                 raise FileNotFoundError(f"phase {phase.name}: --{key} {value} does not exist")
+    if synthesise_planets:
+        logger.info("pipeline: synthesising the embedded planet population into %s (a phase reads it)", PLANET_POPULATION_DIR)
+        ensure_planet_population()
     pipeline.output_dir.mkdir(parents=True, exist_ok=True)
     rerun_after = start is not None
     for phase in selected:

@@ -3,7 +3,8 @@
 `soft_token_batch` is checked against the language model itself: soft tokens equal to real token embeddings, put
 before left-padded rows, give the logits of those tokens written into the rows as ids. The projector: shapes, the
 soft tokens' norm, gradients into the projector only with the language model frozen, a save/load round trip through
-the Auto classes, and one-line errors for a wrong embedding size or bad config values."""
+the Auto classes, and one-line errors for a wrong embedding size or bad config values. The phase itself runs in a
+pipeline in tests/test_planet_assistant.py."""
 
 from __future__ import annotations
 
@@ -82,39 +83,3 @@ def test_bad_inputs_are_named():
         PlanetProjectorConfig(num_soft_tokens=0)
     with pytest.raises(ValueError, match="unknown key"):
         PlanetProjectorConfig(soft_tokens=3)
-
-
-def test_integration_phase_runs_in_a_pipeline_after_its_encoder(tmp_path):
-    """The projector recipe as the second phase of a pipeline, its --encoder the first phase's CNN-ViT run: the
-    projector is saved with both references, trains only itself (checkpoints hold its tensors alone), and its test
-    sets the projector's description loss beside the mean-embedding tokens' (no planet information)."""
-    import json
-
-    import yaml
-    from safetensors.torch import load_file
-
-    from astrobio_hf.data.synth import synthesize_planets
-    from astrobio_hf.pipeline import run_pipeline
-
-    root = Path(__file__).resolve().parents[1]
-    base = make_tiny_llama(tmp_path / "llama")
-    planets = tmp_path / "planets"
-    synthesize_planets(planets, n_planets=9, n_climate_steps=12, n_levels=4, n_lat=8, n_lon=16, seed=3, series_per_shard=64)
-    spec = {"name": "integration", "output_dir": str(tmp_path / "out"), "phases": [
-        {"name": "encoder", "family": "cnn-vit", "config": str(root / "recipes" / "configs" / "cnn_vit" / "tiny.yaml"),
-         "overrides": {"data_dir": str(planets), "report_to": "none"}},
-        {"name": "projector", "family": "planet-projector", "inputs": {"encoder": "encoder"},
-         "overrides": {"data_dir": str(planets), "base_model": str(base), "max_steps": 6, "eval_every": 3, "checkpoint_every": 3,
-                       "per_device_batch_size": 4, "report_to": "none"}},
-    ]}
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
-    manifest = run_pipeline(tmp_path / "p.yaml")
-    out = tmp_path / "out" / "projector"
-    assert manifest["phases"]["projector"]["input_hashes"]["encoder"] == manifest["phases"]["encoder"]["output_hash"]
-    projector = AutoModel.from_pretrained(out)
-    assert type(projector) is PlanetProjector and projector.config.encoder == str(tmp_path / "out" / "encoder")
-    assert projector.config.base_model == str(base) and projector.config.encoder_hidden_size == 16  # the tiny CNN-ViT
-    checkpoint = sorted((out / "checkpoints").glob("step-*"))[-1]
-    assert all(k.startswith("projector.") for k in load_file(checkpoint / "model.safetensors"))
-    test = json.loads((out / "metrics.json").read_text())["test"]
-    assert test["projector/description_loss"] > 0 and test["mean_embedding/description_loss"] > 0 and test["test_windows"] > 0

@@ -110,7 +110,7 @@ def answer_loss(model, batch: dict, per_example: bool = False):
     `per_example` (DP-SGD): the mean over the examples of each example's mean answer-token loss, so that an
     example's gradient does not depend on the answer lengths of the others in its batch (the per-sample clipping
     bound needs that); a padded batch only."""
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    inputs = {k: batch[k] for k in ("input_ids", "inputs_embeds", "attention_mask", "position_ids") if k in batch}
     labels = batch["labels"]
     if "logits_to_keep" not in batch:
         if per_example:

@@ -74,6 +74,40 @@ def facts_of_window(w: dict, schema) -> WindowFacts:
     )
 
 
+def encode_windows(encoder, data_dir, split: str, schema, device) -> list[dict]:
+    """Every window of `split` as the frozen CNN-ViT `encoder` sees it, in the stream's order: its [CLS] embedding
+    `(hidden_size,)`, its facts (`WindowFacts`) and the encoder's own answers (the regime head's class, None without
+    one; the parameter head's means in physical units), for the pipeline's soft-token phases and their baselines."""
+    import torch
+
+    from astrobio_hf.evaluation.cnn_vit import model_inputs
+
+    from .streaming import build_window_dataset, collate_windows
+
+    regimes = list(encoder.config.regime_names or [])
+    out = []
+    windows = build_window_dataset(data_dir, split, context_steps=encoder.config.context_steps, stride=1, shuffle_buffer=0, seed=0,
+                                   rank=0, world_size=1, schema=schema)
+    with torch.no_grad():
+        for w in windows:
+            inputs = model_inputs(collate_windows([w]), device)["inputs"]
+            prediction = encoder(inputs=inputs)
+            logits = prediction.regime_logits
+            out.append({
+                "embedding": encoder.cnn_vit(inputs).last_hidden_state[0, 0].float().cpu(), "facts": facts_of_window(w, schema),
+                "predicted_regime": regimes[int(logits[0].argmax())] if logits is not None and regimes else None,
+                "predicted_params": dict(zip(encoder.config.planet_param_names, prediction.mean[0].double().cpu().tolist())),
+            })
+    if not out:
+        raise ValueError(f"expected windows of {encoder.config.context_steps} steps in split {split!r} of {data_dir}, got none")
+    return out
+
+
+def flux_range(flux: float, terciles: tuple[float, float]) -> str:
+    """low / medium / high by the training planets' stellar-flux terciles."""
+    return FLUX_RANGES[int(flux >= terciles[0]) + int(flux >= terciles[1])]
+
+
 def flux_terciles(train_facts: Sequence[WindowFacts]) -> tuple[float, float]:
     """The stellar-flux bounds between low / medium / high: terciles over the training planets (one value each)."""
     per_planet = {f.planet_id: f.params["stellar_flux"] for f in train_facts if "stellar_flux" in f.params}
@@ -108,25 +142,28 @@ def question_types(schema) -> list[str]:
     return types
 
 
+def question_text(kind: str, regime_names: Sequence[str], terciles: tuple[float, float] | None) -> str:
+    """The question of type `kind` (the same for every planet of a dataset)."""
+    if kind == "regime":
+        return f"Which climate regime is this planet in: {', '.join(regime_names)}?"
+    if kind == "above_freezing":
+        return "Is this planet's global-mean surface temperature above freezing (273.15 K)?"
+    if kind == "stellar_flux_range":
+        low, high = terciles
+        return f"Is this planet's stellar flux low (below {_fmt(low)} W m-2), medium or high (above {_fmt(high)} W m-2)?"
+    raise ValueError(f"expected question types among {list(QUESTION_TYPES)}, got {kind!r}")
+
+
+def answer_choices(kind: str, regime_names: Sequence[str]) -> list[str]:
+    """The answers a question of type `kind` allows."""
+    return list(regime_names) if kind == "regime" else ["yes", "no"] if kind == "above_freezing" else list(FLUX_RANGES)
+
+
 def questions(facts: WindowFacts, terciles: tuple[float, float] | None, types: Sequence[str], regime_names: Sequence[str]) -> list[dict]:
     """(type, question, answer) of each asked type for one window."""
-    out = []
-    for kind in types:
-        if kind == "regime":
-            out.append({"type": kind, "question": f"Which climate regime is this planet in: {', '.join(regime_names)}?",
-                        "answer": facts.regime})
-        elif kind == "above_freezing":
-            out.append({"type": kind, "question": "Is this planet's global-mean surface temperature above freezing (273.15 K)?",
-                        "answer": "yes" if facts.surface_temperature_k >= FREEZING_K else "no"})
-        elif kind == "stellar_flux_range":
-            low, high = terciles
-            flux = facts.params["stellar_flux"]
-            label = FLUX_RANGES[int(flux >= low) + int(flux >= high)]
-            out.append({"type": kind, "question": f"Is this planet's stellar flux low (below {_fmt(low)} W m-2), medium or high "
-                                                  f"(above {_fmt(high)} W m-2)?", "answer": label})
-        else:
-            raise ValueError(f"expected question types among {list(QUESTION_TYPES)}, got {kind!r}")
-    return out
+    answers = {"regime": lambda: facts.regime, "above_freezing": lambda: "yes" if facts.surface_temperature_k >= FREEZING_K else "no",
+               "stellar_flux_range": lambda: flux_range(facts.params["stellar_flux"], terciles)}
+    return [{"type": kind, "question": question_text(kind, regime_names, terciles), "answer": answers[kind]()} for kind in types]
 
 
 def planet_text_rows(data_dir, split: str, *, context_steps: int, stride: int = 1, types: Sequence[str] | None = None) -> dict:
@@ -155,4 +192,4 @@ def planet_text_rows(data_dir, split: str, *, context_steps: int, stride: int = 
     return {"descriptions": descriptions, "questions": rows, "terciles": terciles, "types": types}
 
 
-__all__ = ["QUESTION_TYPES", "WindowFacts", "describe", "facts_of_window", "flux_terciles", "planet_text_rows", "question_types", "questions", "window_facts"]
+__all__ = ["QUESTION_TYPES", "WindowFacts", "answer_choices", "describe", "encode_windows", "facts_of_window", "flux_range", "flux_terciles", "planet_text_rows", "question_types", "question_text", "questions", "window_facts"]

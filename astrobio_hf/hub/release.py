@@ -43,7 +43,11 @@ PIPELINE_FILES = ("model_index.json", "scheduler/scheduler_config.json")
 # the base; the tokenizer files are those the tokenizer wrote.
 ADAPTER_FILES = ("README.md", "adapter_config.json", "adapter_model.safetensors", "base_model.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
-ALLOW_PATTERNS = ["README.md", "config.json", "*.safetensors", *PIPELINE_FILES, *ADAPTER_FILES[1:], *TOKENIZER_FILES]
+# A planet-assistant run (the pipeline's LLM-guided model) holds its components beside the projector's weights: the
+# language model's adapter folder and the frozen encoder's save_pretrained folder, released as they are.
+COMPONENTS = {"planet_assistant": {"adapter": (ADAPTER_FILES[1:], TOKENIZER_FILES), "encoder": (("config.json", "model.safetensors"), ())}}
+ALLOW_PATTERNS = ["README.md", "config.json", "*.safetensors", *PIPELINE_FILES, *ADAPTER_FILES[1:], *TOKENIZER_FILES,
+                  *(f"{sub}/*" for parts in COMPONENTS.values() for sub in parts)]
 _SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -112,6 +116,24 @@ def pipeline_sources(run_dir: str | os.PathLike) -> dict[str, Path]:
                 "stored once in the release), got different contents; re-save the pipeline from the final model"
             )
     return {"model_index.json": pipe / "model_index.json", "scheduler/scheduler_config.json": pipe / "scheduler" / "scheduler_config.json"}
+
+
+def component_sources(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """{release path: run file} of the component folders of a run whose model type has them (`COMPONENTS`: a
+    planet assistant's `adapter/` and `encoder/`, at the relative paths its config names), {} for other runs."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    out = {}
+    for sub, (needed, optional) in COMPONENTS.get(config.get("model_type"), {}).items():
+        where = str(config.get(sub, sub))
+        if Path(where).is_absolute():
+            raise ValueError(f"expected the {sub} folder of {run_dir / 'config.json'} relative to the run (a release carries it), got {where}")
+        folder = run_dir / where
+        missing = [f for f in needed if not (folder / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"expected {', '.join(missing)} in {folder} (the run's {sub}), found {_files_under(folder)}")
+        out.update({f"{sub}/{f}": folder / f for f in (*needed, *(f for f in optional if (folder / f).is_file()))})
+    return out
 
 
 # ----------------------------------------------------------------------------- card
@@ -381,7 +403,7 @@ def release_run(
     if final.exists():
         raise ReleaseExistsError(f"release {final} already exists; versions are immutable, choose a new version")
     _check_run_dir(run_dir)
-    pipeline = pipeline_sources(run_dir)
+    pipeline = {**pipeline_sources(run_dir), **({} if is_adapter_dir(run_dir) else component_sources(run_dir))}
     if push:
         _check_tag_free(_hub_api(endpoint, token), push, f"v{version}")
 

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
-from astrobio_hf.data.chat import ChatEncoder, pad_collate
-from astrobio_hf.data.planet_text import describe, facts_of_window
+from astrobio_hf.data.chat import ChatEncoder
+from astrobio_hf.data.planet_text import describe, encode_windows
+from astrobio_hf.evaluation.planet_assistant import collate_rows, rows_loss, to_device
 from astrobio_hf.models.language_model import DEFAULT_BASE_MODEL, load_base_model, load_tokenizer, resolve_base_model, trainable_state_only
-from astrobio_hf.models.planet_projector import PlanetProjector, PlanetProjectorConfig, soft_token_batch
+from astrobio_hf.models.planet_projector import PlanetProjector, PlanetProjectorConfig, SoftTokenLanguageModel
 from astrobio_hf.training import TrainingArguments, create_optimizer, finish_run, fit, parse_recipe_args, start_run
 from astrobio_hf.training.args import resolved_config
 
@@ -63,62 +63,10 @@ class ModelArguments:
 ARGUMENT_TYPES = (DataArguments, ModelArguments, TrainingArguments)
 
 
-class ProjectorWithFrozenLM(nn.Module):
-    """What the loop trains: the projector; the language model rides along frozen (and out of the checkpoints)."""
-
-    def __init__(self, projector: PlanetProjector, language_model: nn.Module):
-        super().__init__()
-        self.projector = projector
-        self.language_model = language_model
-        for p in language_model.parameters():
-            p.requires_grad_(False)
-
-    def forward(self, embedding, input_ids, attention_mask, labels):
-        inputs = soft_token_batch(self.language_model, self.projector(embedding), input_ids, attention_mask, labels)
-        return self.language_model(**inputs, use_cache=False).loss
-
-
-def encode_split(encoder, data_dir: str, split: str, schema, chat: ChatEncoder, device) -> list[dict]:
-    """One row per window of `split`: the frozen encoder's [CLS] embedding and the chat-encoded description."""
-    from astrobio_hf.data.streaming import build_window_dataset, collate_windows
-    from astrobio_hf.evaluation.cnn_vit import model_inputs
-
-    units = dict(zip(schema.planet_param_names, schema.planet_param_units or []))
-    rows = []
-    windows = build_window_dataset(data_dir, split, context_steps=encoder.config.context_steps, stride=1, shuffle_buffer=0, seed=0,
-                                   rank=0, world_size=1, schema=schema)
-    with torch.no_grad():
-        for w in windows:
-            inputs = model_inputs(collate_windows([w]), device)["inputs"]
-            embedding = encoder.cnn_vit(inputs).last_hidden_state[0, 0].float().cpu()
-            facts = facts_of_window(w, schema)
-            rows.append({"embedding": embedding, **chat.encode(PROMPT, describe(facts, units), f"{facts.planet_id}/{facts.start}")})
-    if not rows:
-        raise ValueError(f"expected windows of {encoder.config.context_steps} steps in split {split!r} of {data_dir}, got none")
-    return rows
-
-
-def collate(rows: Sequence[dict], pad_token_id: int) -> dict:
-    batch = pad_collate([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows], pad_token_id)
-    return {"embedding": torch.stack([r["embedding"] for r in rows]), "input_ids": batch["input_ids"],
-            "attention_mask": batch["attention_mask"], "labels": batch["labels"]}
-
-
-def description_loss(model: ProjectorWithFrozenLM, rows: list[dict], pad_token_id: int, device, embedding: torch.Tensor | None = None) -> float:
-    """Mean answer-token loss over `rows` (every row's tokens weighted equally); `embedding`: one embedding for all."""
-    total = count = 0.0
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(rows), 16):
-            batch = collate(rows[i:i + 16], pad_token_id)
-            if embedding is not None:
-                batch["embedding"] = embedding.expand_as(batch["embedding"])
-            tokens = float((batch["labels"][:, 1:] != -100).sum())
-            loss = model(**{k: v.to(device) for k, v in batch.items()})
-            total += float(loss) * tokens
-            count += tokens
-    model.train()
-    return total / count
+def description_rows(windows: list[dict], units: dict, chat: ChatEncoder) -> list[dict]:
+    """One row per window: the frozen encoder's embedding and the chat-encoded description."""
+    return [{"embedding": w["embedding"], **chat.encode(PROMPT, describe(w["facts"], units), f"{w['facts'].planet_id}/{w['facts'].start}")}
+            for w in windows]
 
 
 def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
@@ -144,7 +92,9 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     tokenizer = load_tokenizer(base_path)
     chat = ChatEncoder(tokenizer, data_args.max_length, model_args.system_prompt)
     language_model = load_base_model(base_path, device=accelerator.device)
-    splits = {s: encode_split(encoder, data_args.data_dir, s, schema, chat, accelerator.device) for s in ("train", "validation", "test")}
+    units = dict(zip(schema.planet_param_names, schema.planet_param_units or []))
+    splits = {s: description_rows(encode_windows(encoder, data_args.data_dir, s, schema, accelerator.device), units, chat)
+              for s in ("train", "validation", "test")}
     del encoder
     logger.info("windows: %s", {s: len(r) for s, r in splits.items()})
 
@@ -155,18 +105,18 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
         num_soft_tokens=model_args.num_soft_tokens, projector_hidden_size=model_args.projector_hidden_size,
         encoder=data_args.encoder, base_model=model_args.base_model, embedding_scale=float(embed.detach().norm(dim=1).mean()),
     )
-    model = ProjectorWithFrozenLM(PlanetProjector(config), language_model)
+    model = SoftTokenLanguageModel(PlanetProjector(config), language_model)  # the LM is frozen (load_base_model)
     optimizer = create_optimizer(model, train_args.learning_rate, train_args.weight_decay, (train_args.adam_beta1, train_args.adam_beta2))
     pad_id = tokenizer.pad_token_id
     train_loader = DataLoader(splits["train"], batch_size=train_args.per_device_batch_size, shuffle=True,
-                              collate_fn=lambda rows: collate(rows, pad_id), generator=torch.Generator().manual_seed(train_args.seed))
+                              collate_fn=lambda rows: collate_rows(rows, pad_id), generator=torch.Generator().manual_seed(train_args.seed))
 
     def compute_loss(model, batch, state):
-        loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()})
+        loss, _ = model(**to_device(batch, accelerator.device))
         return loss, {}
 
     def validate(model, state):
-        return {"loss": description_loss(model, splits["validation"], pad_id, accelerator.device)}
+        return {"loss": rows_loss(model, splits["validation"], pad_id, accelerator.device)}
 
     # 4. The loop.
     result = fit(accelerator, model, optimizer, train_loader, train_args, loss_fn=compute_loss, evaluate=validate,
@@ -177,8 +127,8 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     final = result.model
     mean_embedding = torch.stack([r["embedding"] for r in splits["train"]]).mean(dim=0, keepdim=True)
     test = {
-        "projector/description_loss": description_loss(final, splits["test"], pad_id, accelerator.device),
-        "mean_embedding/description_loss": description_loss(final, splits["test"], pad_id, accelerator.device, mean_embedding),
+        "projector/description_loss": rows_loss(final, splits["test"], pad_id, accelerator.device),
+        "mean_embedding/description_loss": rows_loss(final, splits["test"], pad_id, accelerator.device, mean_embedding),
         "test_windows": len(splits["test"]),
     }
     logger.info("test description loss: projector %.4f, mean embedding %.4f", test["projector/description_loss"],

@@ -4,6 +4,8 @@ references in its config (`encoder`, `base_model`), loaded and frozen by whoever
 
 `soft_token_batch` builds the language model's inputs: `inputs_embeds = [soft tokens; token embeddings]`, the
 attention mask extended with ones and the labels with -100 (no loss on the soft tokens), position ids from 0.
+`SoftTokenLanguageModel` is the projector and a language model as one module (what the pipeline's integration and
+LLM-guided phases train); `generate_with_soft_tokens` answers prompts greedily with soft tokens before each.
 """
 
 from __future__ import annotations
@@ -71,4 +73,52 @@ def soft_token_batch(language_model, soft_tokens: torch.Tensor, input_ids: torch
     return out
 
 
-__all__ = ["PlanetProjector", "soft_token_batch"]
+class SoftTokenLanguageModel(nn.Module):
+    """A projector and a causal language model as one module: the projector's soft tokens before each row's text,
+    the loss on the answer tokens only (`answer_loss`: with a left-padded batch's `logits_to_keep`, the LM head runs
+    on the answer positions alone; the soft tokens come before the text, so those positions do not move). Which
+    parameters train is the caller's choice: the projector alone with the LM frozen (the integration phase), or the
+    projector and the LM's LoRA adapters (the LLM-guided phase)."""
+
+    def __init__(self, projector: PlanetProjector, language_model: nn.Module):
+        super().__init__()
+        self.projector = projector
+        self.language_model = language_model
+
+    def forward(self, embedding, input_ids, attention_mask, labels, logits_to_keep: int | None = None, **_):
+        """(mean answer-token cross-entropy, number of answer tokens)."""
+        from astrobio_hf.data.chat import answer_loss
+
+        batch = soft_token_batch(self.language_model, self.projector(embedding), input_ids, attention_mask, labels)
+        if logits_to_keep is not None:
+            batch["logits_to_keep"] = int(logits_to_keep)
+        return answer_loss(self.language_model, batch)
+
+
+@torch.no_grad()
+def generate_with_soft_tokens(language_model, chat, soft_tokens: torch.Tensor | None, prompts, *, batch_size: int = 32,
+                              max_new_tokens: int = 8, device="cpu") -> list[str]:
+    """Greedy answers to `prompts` under `chat`'s template (a `ChatEncoder`), with `soft_tokens[i]` `(K, D)` before
+    prompt i (None: the prompts alone); decoded without special tokens, in the prompts' order."""
+    from astrobio_hf.data.chat import left_padded_prompts
+
+    was_training = language_model.training
+    language_model.eval()
+    tokenizer = chat.tokenizer
+    texts = []
+    for start in range(0, len(prompts), batch_size):
+        inputs = {k: v.to(device) for k, v in left_padded_prompts(chat, list(prompts[start:start + batch_size])).items()}
+        if soft_tokens is not None:
+            inputs = soft_token_batch(language_model, soft_tokens[start:start + batch_size].to(device), inputs["input_ids"], inputs["attention_mask"])
+            inputs.pop("position_ids")  # generate derives them from the attention mask, step by step
+        generated = language_model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                            pad_token_id=tokenizer.pad_token_id, eos_token_id=chat.end_of_turn,
+                                            temperature=None, top_p=None, top_k=None)
+        if soft_tokens is None:  # generate returns prompt + answer for ids, the answer alone for embeddings
+            generated = generated[:, inputs["input_ids"].shape[1]:]
+        texts += [tokenizer.decode(row, skip_special_tokens=True).strip() for row in generated]
+    language_model.train(was_training)
+    return texts
+
+
+__all__ = ["PlanetProjector", "SoftTokenLanguageModel", "generate_with_soft_tokens", "soft_token_batch"]
