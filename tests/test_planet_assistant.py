@@ -151,15 +151,22 @@ def test_llm_guided_phase_trains_projector_and_adapters_and_scores_every_system(
 
 
 def test_release_loads_with_auto_model_and_answers_as_the_recipe_did(pipeline_run, tmp_path):
-    """`release_run` of the assistant's run folder carries the projector, adapter/ and encoder/ (no checkpoints); the
-    release, loaded with AutoModel, answers the test cubes with the recipe's own test answers."""
+    """`release_run` of the assistant's run folder carries the projector, adapter/ and encoder/ (no checkpoints) and
+    pushes exactly those files (the unchanged huggingface_hub client against tests/hub_server.py, a loopback fake of
+    the Hub's API; the real Hub cannot be reached from here); the release, loaded with AutoModel, answers the test
+    cubes with the recipe's own test answers."""
+    from hub_server import FakeHub
+
     from astrobio_hf.data.schema import DatasetSchema
     from astrobio_hf.data.streaming import build_window_dataset, collate_windows
     from astrobio_hf.hub.release import release_run
 
     out = pipeline_run["out"] / "assistant"
-    release = release_run(out, name="planet-assistant", version="0.1.0", output_root=tmp_path / "model_cards")
+    with FakeHub(lifetime_s=60) as hub:
+        release = release_run(out, name="planet-assistant", version="0.1.0", output_root=tmp_path / "model_cards",
+                              push="astrobio/planet-assistant", endpoint=hub.url, token="hf_fake")
     files = sorted(p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file())
+    assert hub.unexpected == [] and sorted(hub.repos["astrobio/planet-assistant"]["files"]) == files
     assert {"README.md", "config.json", "model.safetensors", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
             "adapter/base_model.json", "adapter/tokenizer.json", "encoder/config.json", "encoder/model.safetensors"} <= set(files)
     assert not any("checkpoint" in f for f in files)

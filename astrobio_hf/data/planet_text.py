@@ -91,10 +91,10 @@ def encode_windows(encoder, data_dir, split: str, schema, device) -> list[dict]:
     with torch.no_grad():
         for w in windows:
             inputs = model_inputs(collate_windows([w]), device)["inputs"]
-            prediction = encoder(inputs=inputs)
+            prediction = encoder(inputs=inputs)  # the heads' answers and the [CLS] embedding they read, in one pass
             logits = prediction.regime_logits
             out.append({
-                "embedding": encoder.cnn_vit(inputs).last_hidden_state[0, 0].float().cpu(), "facts": facts_of_window(w, schema),
+                "embedding": prediction.embedding[0].float().cpu(), "facts": facts_of_window(w, schema),
                 "predicted_regime": regimes[int(logits[0].argmax())] if logits is not None and regimes else None,
                 "predicted_params": dict(zip(encoder.config.planet_param_names, prediction.mean[0].double().cpu().tolist())),
             })

@@ -77,13 +77,15 @@ def is_adapter_dir(folder: str | os.PathLike) -> bool:
 
 
 def release_files(release_dir: str | os.PathLike) -> tuple[str, ...]:
-    """The files a release folder must hold: RELEASE_FILES, plus PIPELINE_FILES for a diffusion release; an adapter
-    release holds ADAPTER_FILES and the tokenizer files present."""
+    """The files a release folder must hold: RELEASE_FILES, plus PIPELINE_FILES for a diffusion release and the
+    component folders' files for a model type with components (`COMPONENTS`); an adapter release holds ADAPTER_FILES
+    and the tokenizer files present."""
     release_dir = Path(release_dir)
     if is_adapter_dir(release_dir):
         return ADAPTER_FILES + tuple(f for f in TOKENIZER_FILES if (release_dir / f).is_file())
     pipeline = (release_dir / "model_index.json").is_file()
-    return RELEASE_FILES + (PIPELINE_FILES if pipeline else ())
+    components = tuple(component_sources(release_dir)) if (release_dir / "config.json").is_file() else ()
+    return RELEASE_FILES + (PIPELINE_FILES if pipeline else ()) + components
 
 
 def _files_under(folder: Path) -> list[str]:
@@ -126,9 +128,9 @@ def component_sources(run_dir: str | os.PathLike) -> dict[str, Path]:
     out = {}
     for sub, (needed, optional) in COMPONENTS.get(config.get("model_type"), {}).items():
         where = str(config.get(sub, sub))
-        if Path(where).is_absolute():
-            raise ValueError(f"expected the {sub} folder of {run_dir / 'config.json'} relative to the run (a release carries it), got {where}")
-        folder = run_dir / where
+        if where != sub:  # the release puts it at `sub/`, where the copied config must find it
+            raise ValueError(f"expected {sub}: {sub!r} in {run_dir / 'config.json'} (the folder beside the weights that a release carries), got {where!r}")
+        folder = run_dir / sub
         missing = [f for f in needed if not (folder / f).is_file()]
         if missing:
             raise FileNotFoundError(f"expected {', '.join(missing)} in {folder} (the run's {sub}), found {_files_under(folder)}")

@@ -59,7 +59,7 @@ class HubPushError(RuntimeError):
 
 def end_files(run_dir: str | os.PathLike) -> dict[str, Path]:
     """{path in the repo: file} of what the end-of-training push uploads from a finished run directory."""
-    from .release import is_adapter_dir, pipeline_sources, release_files
+    from .release import component_sources, is_adapter_dir, pipeline_sources, release_files
 
     run_dir = Path(run_dir)
     if is_adapter_dir(run_dir):  # a language-model run: the PEFT adapter folder, its tokenizer, card and plots
@@ -78,6 +78,7 @@ def end_files(run_dir: str | os.PathLike) -> dict[str, Path]:
     files.update({p.name: p for p in sorted(run_dir.glob("*.safetensors")) + sorted(run_dir.glob("*.safetensors.index.json"))})
     files.update({f"plots/{p.name}": p for p in sorted(run_dir.glob("plots/*.png"))})
     files.update(pipeline_sources(run_dir))
+    files.update(component_sources(run_dir))  # a planet assistant's adapter/ and encoder/
     return files
 
 

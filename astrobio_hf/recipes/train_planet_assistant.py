@@ -48,11 +48,12 @@ RECIPE_DEFAULTS = {
     "output_dir": "runs/planet_assistant", "learning_rate": 5e-4, "weight_decay": 0.0, "max_steps": 200,
     "per_device_batch_size": 8, "ema_decay": 0.0, "eval_every": 50, "checkpoint_every": 50, "log_every": 10,
 }
+BASE_LM_NEW_TOKENS = 32  # the base model, never taught one-word answers, writes a sentence; its answer is the label it names
 SYSTEMS = {  # name -> what the card calls it
     "assistant": "assistant, the planet's cube tokens",
     "assistant_mean_embedding": "assistant, the mean training embedding's tokens (no planet information)",
     "assistant_no_cube_tokens": "assistant, no cube tokens",
-    "base_lm_no_cube_tokens": "base language model, no cube tokens",
+    "base_lm_no_cube_tokens": f"base language model, no cube tokens (up to {BASE_LM_NEW_TOKENS} tokens)",
     "cnn_vit": "CNN-ViT heads (regime head; stellar-flux estimate in the terciles)",
     "majority": "training majority class",
 }
@@ -84,15 +85,19 @@ ARGUMENT_TYPES = (DataArguments, ModelArguments, TrainingArguments)
 
 
 def question_rows(windows: list[dict], terciles, types: list[str], regime_names: list[str], chat: ChatEncoder) -> list[dict]:
-    """One row per window and question type: the encoder's embedding, the question, its answer, chat-encoded."""
-    rows = []
+    """One row per window and question type: the encoder's embedding, the question, its answer, chat-encoded. A window
+    of a planet without a regime label (-1 in the schema) has no regime question (counted in the log)."""
+    rows, unlabelled = [], 0
     for i, w in enumerate(windows):
         facts = w["facts"]
         for q in questions(facts, terciles, types, regime_names):
             if q["answer"] is None:
-                raise ValueError(f"expected a {q['type']} answer for planet {facts.planet_id} (window at {facts.start}), got none")
+                unlabelled += 1
+                continue
             rows.append({"embedding": w["embedding"], "window": i, **q,
                          **chat.encode(q["question"], q["answer"], f"{facts.planet_id}/{facts.start}/{q['type']}")})
+    if unlabelled:
+        logger.warning("%d of %d windows have no regime label: no regime question for them", unlabelled, len(windows))
     return rows
 
 
@@ -110,8 +115,9 @@ def answer_test(model: SoftTokenLanguageModel, chat: ChatEncoder, rows: list[dic
                                                                   prompts, **kwargs),
             "assistant_no_cube_tokens": generate_with_soft_tokens(lm, chat, None, prompts, **kwargs),
         }
-        with lm.disable_adapter():
-            texts["base_lm_no_cube_tokens"] = generate_with_soft_tokens(lm, chat, None, prompts, **kwargs)
+        with lm.disable_adapter():  # the base answers in sentences: room for one (BASE_LM_NEW_TOKENS)
+            texts["base_lm_no_cube_tokens"] = generate_with_soft_tokens(lm, chat, None, prompts,
+                                                                        **{**kwargs, "max_new_tokens": max(BASE_LM_NEW_TOKENS, max_new_tokens)})
     answers = {name: [parse_choice(t, answer_choices(r["type"], regime_names)) for t, r in zip(ts, rows)] for name, ts in texts.items()}
     cnn = []
     for r in rows:
@@ -171,6 +177,7 @@ def main(argv: list[str] | None = None, hooks: Sequence = ()) -> dict:
     regime_names = list(schema.planet_regime_names or [])
     windows = {s: encode_windows(encoder, data_args.data_dir, s, schema, accelerator.device) for s in ("train", "validation", "test")}
     terciles = flux_terciles([w["facts"] for w in windows["train"]]) if "stellar_flux_range" in types else None
+    encoder.cpu()  # not needed again until it is saved with the release
     with accelerator.main_process_first():
         base_path = resolve_base_model(base_model, model_args.gguf_file)
     tokenizer = load_tokenizer(base_path)

@@ -76,6 +76,8 @@ class CnnVitRegressionOutput(ModelOutput):
         regime_logits (`torch.FloatTensor` of shape `(B, K)`, `None` without a regime head): class logits of the
             planet regime (`config.regime_names`).
         regime_loss (`torch.FloatTensor` of shape `()`, with `regime_labels`): mean cross-entropy, unweighted.
+        embedding (`torch.FloatTensor` of shape `(B, D)`): the [CLS] representation both heads read (what the
+            pipeline's projector turns into soft tokens).
     """
 
     loss: torch.FloatTensor | None = None
@@ -87,6 +89,7 @@ class CnnVitRegressionOutput(ModelOutput):
     physics_terms: dict[str, torch.FloatTensor] | None = None
     regime_logits: torch.FloatTensor | None = None
     regime_loss: torch.FloatTensor | None = None
+    embedding: torch.FloatTensor | None = None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -417,6 +420,7 @@ class CnnVitForParameterRegression(CnnVitPreTrainedModel):
             return CnnVitRegressionOutput(
                 loss=None if regime_loss is None else config.regime_loss_weight * regime_loss,
                 mean=mean, log_variance=log_variance, cnn_mean=cnn_mean, regime_logits=regime_logits, regime_loss=regime_loss,
+                embedding=trunk.last_hidden_state[:, 0],
             )
 
         # 4. Loss: Gaussian NLL (normalised) + physics terms aggregated as one tensor (+ weighted regime cross-entropy)
@@ -440,6 +444,7 @@ class CnnVitForParameterRegression(CnnVitPreTrainedModel):
             physics_terms=physics_terms,
             regime_logits=regime_logits,
             regime_loss=regime_loss,
+            embedding=trunk.last_hidden_state[:, 0],
         )
 
     def _physics_terms(self, inputs, mean, mean_normalized, cnn_normalized) -> dict[str, torch.Tensor]:

@@ -10,8 +10,10 @@ A release folder holds:
     encoder/                         the frozen CNN-ViT (its own save_pretrained folder)
 
 `PlanetAssistant.from_pretrained(folder)` (or `AutoModel`) loads the projector; the encoder and the language model
-(the base resolved as the language-model family resolves `--base_model`, with the adapter) load the first time
-`ask` or `answer_embeddings` runs, and stay outside the module tree (they are not this model's weights).
+(the base named in `adapter/base_model.json`, resolved as the language-model family resolves `--base_model`, with the
+adapter; the config's `base_model` records the same name for the card) load the first time `ask` or
+`answer_embeddings` runs, on the projector's device (or `components(device)`), and stay outside the module tree (they
+are not this model's weights).
 """
 
 from __future__ import annotations
@@ -65,13 +67,16 @@ class PlanetAssistant(ClearLoadingErrorsMixin, PreTrainedModel):
         from astrobio_hf.models.language_model import load_adapter_release
 
         loaded = self.__dict__.get("_components")
-        device = torch.device(device) if device is not None else (loaded.device if loaded else self.device)
+        device = torch.device(device) if device is not None else self.device  # moved with .to(): loaded again there
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         if loaded is None or loaded.device != device:
             encoder_dir, adapter_dir = self._folder(self.config.encoder), self._folder(self.config.adapter)
             for what, folder in (("encoder", encoder_dir), ("adapter", adapter_dir)):
                 if not folder.is_dir():
                     raise FileNotFoundError(f"expected the planet assistant's {what} folder at {folder} (config {what}="
-                                            f"{getattr(self.config, what)!r}, relative to {self.config.name_or_path!r}), found none")
+                                            f"{getattr(self.config, what)!r}, relative to {self.config.name_or_path!r}), found none; "
+                                            "from the Hub, load the downloaded snapshot: from_pretrained(snapshot_download(repo_id, revision=...))")
             encoder = CnnVitForParameterRegression.from_pretrained(encoder_dir).to(device).eval()
             language_model, tokenizer = load_adapter_release(adapter_dir, device=device)
             loaded = AssistantComponents(encoder, language_model, ChatEncoder(tokenizer, 512, self.config.system_prompt), device)
@@ -91,7 +96,7 @@ class PlanetAssistant(ClearLoadingErrorsMixin, PreTrainedModel):
     def answer_embeddings(self, embeddings: torch.Tensor | None, prompts: list[str], *, batch_size: int = 32) -> list[str]:
         """Greedy answer texts to `prompts[i]` with the soft tokens of `embeddings[i]` before it (None: no soft tokens)."""
         parts = self.components()
-        soft = None if embeddings is None else self.projector(embeddings.to(parts.device))
+        soft = None if embeddings is None else self.projector(embeddings.to(parts.device, self.dtype))
         return generate_with_soft_tokens(parts.language_model, parts.chat, soft, prompts, batch_size=batch_size,
                                          max_new_tokens=self.config.max_new_tokens, device=parts.device)
 

@@ -85,7 +85,7 @@ class SoftTokenLanguageModel(nn.Module):
         self.projector = projector
         self.language_model = language_model
 
-    def forward(self, embedding, input_ids, attention_mask, labels, logits_to_keep: int | None = None, **_):
+    def forward(self, embedding, input_ids, attention_mask, labels, logits_to_keep: int | None = None):
         """(mean answer-token cross-entropy, number of answer tokens)."""
         from astrobio_hf.data.chat import answer_loss
 
